@@ -1,0 +1,310 @@
+//! Compression of the records section: the codec names, Kafka's LZ4 frame and
+//! zstd frame encodings, and bounded decompression.
+
+use std::fmt;
+use std::io::{Cursor, Read, Write};
+use std::str::FromStr;
+
+use bytes::buf::Writer;
+use bytes::{BufMut, Bytes, BytesMut};
+use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
+
+use super::{BATCH_HEADER_LEN, BatchError};
+
+/// Floor of the decompressed-size bound, see [`max_decompressed_len`].
+pub const MIN_DECOMPRESSED_LIMIT: usize = 64 << 20;
+/// Compression ratio allowed on top of the floor, see [`max_decompressed_len`].
+pub const MAX_COMPRESSION_RATIO: usize = 255;
+/// zstd window bound (2^26 = 64 MiB), matching [`MIN_DECOMPRESSED_LIMIT`], so a
+/// hostile frame header cannot make the decoder reserve a 2 GiB window.
+const ZSTD_WINDOW_LOG_MAX: u32 = 26;
+/// zstd level for written batches; 3 is zstd's and Kafka's default.
+const ZSTD_LEVEL: i32 = 3;
+
+/// How the records section of a batch is compressed.
+///
+/// Serialised in configs as `"none"`, `"lz4"` or `"zstd"`. Gzip and snappy
+/// batches written by other Kafka clients are refused on read with
+/// [`BatchError::UnsupportedCompression`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Records are stored as they are.
+    #[default]
+    None,
+    /// LZ4 frame format (Kafka codec 3), independent 64 KiB blocks as Kafka writes them.
+    Lz4,
+    /// zstd frame format (Kafka codec 4), level 3.
+    Zstd,
+}
+
+impl Compression {
+    /// The codec id in attribute bits 0-2.
+    pub fn attribute_bits(self) -> i16 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+
+    /// The lower-case config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = BatchError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd),
+            other => Err(BatchError::UnknownCompression(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The most bytes a compressed records section of `compressed_len` bytes may
+/// decompress to: `max(64 MiB, 255 × compressed_len)`.
+///
+/// 255 is LZ4's largest possible ratio; zstd can go beyond it, which the
+/// 64 MiB floor allows for small batches. The bound keeps memory proportional
+/// to the bytes actually received, so a tiny hostile batch cannot make the
+/// reader allocate gigabytes. Batches the builder writes stay far inside it as
+/// long as the log caps batch sizes well below 64 MiB.
+pub fn max_decompressed_len(compressed_len: usize) -> usize {
+    compressed_len
+        .saturating_mul(MAX_COMPRESSION_RATIO)
+        .max(MIN_DECOMPRESSED_LIMIT)
+}
+
+/// Reusable compression state of a builder: the LZ4 frame encoder keeps its
+/// 64 KiB block buffers and hash table, the zstd context its workspace.
+#[derive(Default)]
+pub(crate) struct Compressors {
+    lz4: Option<FrameEncoder<Writer<BytesMut>>>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl fmt::Debug for Compressors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Compressors")
+            .field("lz4_ready", &self.lz4.is_some())
+            .field("zstd_ready", &self.zstd.is_some())
+            .finish()
+    }
+}
+
+impl Compressors {
+    /// Compresses `records` into a new buffer that starts with
+    /// `BATCH_HEADER_LEN` zero bytes for the header.
+    ///
+    /// `Compression::None` copies the records.
+    pub(crate) fn compress(
+        &mut self,
+        compression: Compression,
+        records: &[u8],
+    ) -> Result<BytesMut, BatchError> {
+        match compression {
+            Compression::None => {
+                let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + records.len());
+                out.put_bytes(0, BATCH_HEADER_LEN);
+                out.put_slice(records);
+                Ok(out)
+            }
+            Compression::Lz4 => {
+                let result = self.compress_lz4(records);
+                if result.is_err() {
+                    // A failed frame leaves the encoder mid-frame; start over next time.
+                    self.lz4 = None;
+                }
+                result
+            }
+            Compression::Zstd => self.compress_zstd(records),
+        }
+    }
+
+    fn compress_lz4(&mut self, records: &[u8]) -> Result<BytesMut, BatchError> {
+        let encoder = self.lz4.get_or_insert_with(|| {
+            // Kafka's own LZ4 streams use independent 64 KiB blocks and no
+            // checksums; its Java reader cannot follow linked blocks.
+            let info = FrameInfo::new()
+                .block_size(BlockSize::Max64KB)
+                .block_mode(BlockMode::Independent);
+            FrameEncoder::with_frame_info(info, BytesMut::new().writer())
+        });
+        let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + lz4_bound(records.len()));
+        out.put_bytes(0, BATCH_HEADER_LEN);
+        *encoder.get_mut().get_mut() = out;
+        encoder.write_all(records).map_err(BatchError::Compress)?;
+        encoder
+            .try_finish()
+            .map_err(|err| BatchError::Compress(err.into()))?;
+        Ok(std::mem::take(encoder.get_mut().get_mut()))
+    }
+
+    fn compress_zstd(&mut self, records: &[u8]) -> Result<BytesMut, BatchError> {
+        let compressor = match &mut self.zstd {
+            Some(compressor) => compressor,
+            none => {
+                none.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(BatchError::Compress)?)
+            }
+        };
+        let bound = zstd::zstd_safe::compress_bound(records.len());
+        let mut out = Vec::with_capacity(BATCH_HEADER_LEN + bound);
+        out.resize(BATCH_HEADER_LEN, 0);
+        let mut cursor = Cursor::new(out);
+        cursor.set_position(BATCH_HEADER_LEN as u64);
+        compressor
+            .compress_to_buffer(records, &mut cursor)
+            .map_err(BatchError::Compress)?;
+        // Vec -> Bytes -> BytesMut hands over the allocation without copying.
+        Ok(BytesMut::from(Bytes::from(cursor.into_inner())))
+    }
+}
+
+/// Decompresses a records section, refusing output beyond
+/// [`max_decompressed_len`]. `Compression::None` copies the input.
+pub(crate) fn decompress(compression: Compression, section: &[u8]) -> Result<Vec<u8>, BatchError> {
+    let limit = max_decompressed_len(section.len());
+    match compression {
+        Compression::None => Ok(section.to_vec()),
+        Compression::Lz4 => read_bounded(
+            FrameDecoder::new(section),
+            section.len().saturating_mul(2),
+            limit,
+        ),
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(section)
+                .map_err(BatchError::Decompress)?;
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(BatchError::Decompress)?;
+            // Pre-size from the frame's declared content size, which is only a
+            // hint: the read below enforces the real bound.
+            let hint = match zstd::zstd_safe::get_frame_content_size(section) {
+                Ok(Some(size)) => usize::try_from(size).unwrap_or(limit),
+                _ => section.len().saturating_mul(2),
+            };
+            read_bounded(decoder, hint, limit)
+        }
+    }
+}
+
+/// Reads `reader` to its end into a new buffer, failing once it yields more
+/// than `limit` bytes.
+fn read_bounded(reader: impl Read, hint: usize, limit: usize) -> Result<Vec<u8>, BatchError> {
+    let mut out = Vec::with_capacity(hint.min(limit));
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(BatchError::Decompress)?;
+    if out.len() > limit {
+        return Err(BatchError::DecompressedTooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Worst-case LZ4 frame size for `len` input bytes: 7-byte frame header,
+/// a 4-byte size per 64 KiB block, incompressible blocks stored raw, end mark.
+fn lz4_bound(len: usize) -> usize {
+    let blocks = len.div_ceil(64 << 10);
+    len + blocks * 4 + 16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_records() -> Vec<u8> {
+        (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_valid_ones() {
+        for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            assert_eq!(codec.to_string().parse::<Compression>().unwrap(), codec);
+            let json = serde_json::to_string(&codec).unwrap();
+            assert_eq!(json, format!("\"{codec}\""));
+            assert_eq!(serde_json::from_str::<Compression>(&json).unwrap(), codec);
+        }
+        let message = "gzip".parse::<Compression>().unwrap_err().to_string();
+        assert!(message.contains("`gzip`"), "{message}");
+        assert!(message.contains("none") && message.contains("lz4") && message.contains("zstd"));
+        assert_eq!(Compression::default(), Compression::None);
+        assert_eq!(Compression::Lz4.attribute_bits(), 3);
+        assert_eq!(Compression::Zstd.attribute_bits(), 4);
+    }
+
+    #[test]
+    fn codecs_round_trip_and_reuse_state() {
+        let records = sample_records();
+        let mut compressors = Compressors::default();
+        for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            for round in 0..3 {
+                let len = records.len() - round * 1000;
+                let out = compressors.compress(codec, &records[..len]).unwrap();
+                assert!(out[..BATCH_HEADER_LEN].iter().all(|&b| b == 0));
+                let back = decompress(codec, &out[BATCH_HEADER_LEN..]).unwrap();
+                assert_eq!(back, &records[..len], "{codec} round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn lz4_frame_is_kafka_style() {
+        let mut compressors = Compressors::default();
+        let out = compressors
+            .compress(Compression::Lz4, b"hello hello hello")
+            .unwrap();
+        let frame = &out[BATCH_HEADER_LEN..];
+        assert_eq!(frame[..4], 0x184D_2204u32.to_le_bytes());
+        // FLG: version 01, independent blocks, no checksums, no content size.
+        assert_eq!(frame[4], 0x60);
+        // BD: 64 KiB blocks.
+        assert_eq!(frame[5], 0x40);
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        let zeros = vec![0u8; MIN_DECOMPRESSED_LIMIT + 1];
+        let mut compressors = Compressors::default();
+        for codec in [Compression::Lz4, Compression::Zstd] {
+            let out = compressors.compress(codec, &zeros).unwrap();
+            let section = &out[BATCH_HEADER_LEN..];
+            assert!(section.len() * MAX_COMPRESSION_RATIO < MIN_DECOMPRESSED_LIMIT);
+            assert!(matches!(
+                decompress(codec, section),
+                Err(BatchError::DecompressedTooLarge {
+                    limit: MIN_DECOMPRESSED_LIMIT
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_decompress_error() {
+        for codec in [Compression::Lz4, Compression::Zstd] {
+            assert!(matches!(
+                decompress(codec, b"definitely not a frame"),
+                Err(BatchError::Decompress(_))
+            ));
+        }
+    }
+}

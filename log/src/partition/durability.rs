@@ -1,0 +1,134 @@
+//! Making appends durable: group commit, the recovery-point checkpoint, and flushes.
+//!
+//! All fsyncs of a partition go through one leader at a time. An append that needs its
+//! batch durable either becomes the leader (and syncs everything written so far,
+//! including the batches of appends that arrived meanwhile) or waits for the current
+//! leader to finish; so concurrent appends share one fsync.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, watch};
+
+use super::{Partition, VisibleEnd};
+use crate::error::{LogError, Result};
+use crate::fsutil;
+
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+
+#[derive(Debug)]
+pub(super) struct GroupCommit {
+    /// Everything before this offset is on stable storage.
+    durable: watch::Sender<i64>,
+    leader: Mutex<()>,
+}
+
+impl GroupCommit {
+    pub fn new(durable: i64) -> Self {
+        GroupCommit {
+            durable: watch::Sender::new(durable),
+            leader: Mutex::new(()),
+        }
+    }
+
+    /// Returns once every offset before `target` is durable, syncing if needed.
+    pub async fn wait_durable(&self, partition: &Arc<Partition>, target: i64) -> Result<()> {
+        let mut rx = self.durable.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= target {
+                return Ok(());
+            }
+            match self.leader.try_lock() {
+                Ok(_leader) => {
+                    if *self.durable.borrow() >= target {
+                        return Ok(());
+                    }
+                    let this = Arc::clone(partition);
+                    let synced = tokio::task::spawn_blocking(move || this.sync_blocking())
+                        .await
+                        .map_err(|e| partition.poison(format!("fsync task failed: {e}")))
+                        .and_then(|r| r);
+                    match synced {
+                        Ok(end) => {
+                            self.durable.send_if_modified(|d| {
+                                let advanced = end > *d;
+                                *d = (*d).max(end);
+                                advanced
+                            });
+                        }
+                        Err(err) => {
+                            // Wake the waiters: they retry and see the partition poisoned.
+                            self.durable.send_modify(|_| {});
+                            return Err(err);
+                        }
+                    }
+                }
+                Err(_) => {
+                    if rx.changed().await.is_err() {
+                        return Err(LogError::Closed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Partition {
+    /// Syncs sealed segments not yet synced and the active segment up to what is written
+    /// now; returns the offset everything before which is durable. Only the group-commit
+    /// leader calls this.
+    pub(super) fn sync_blocking(&self) -> Result<i64> {
+        let (sealed, active, point) = {
+            let mut state = self.state.write();
+            if let Some(reason) = &state.poisoned {
+                return Err(self.poisoned_error(reason.clone()));
+            }
+            let sealed = std::mem::take(&mut state.unsynced);
+            let segment = super::active(&state);
+            let point = VisibleEnd {
+                offset: segment.next_offset,
+                segment_base: segment.base_offset,
+                position: segment.size,
+            };
+            (sealed, (Arc::clone(&segment.file), segment.path.clone()), point)
+        };
+        for (_, file, path) in sealed.iter().chain(std::iter::once(&(0, active.0, active.1))) {
+            if let Err(err) = file.sync_data() {
+                // After a failed fsync the page cache no longer tells what is on disk
+                // (PostgreSQL's "fsyncgate"): stop writing until recovery has looked.
+                let reason = format!("fsync of `{}` failed: {err}", path.display());
+                return Err(self.poison(reason));
+            }
+        }
+        let mut state = self.state.write();
+        state.recovery_point = state.recovery_point.max(point.offset);
+        if point.offset > state.visible.offset {
+            state.visible = point;
+            self.visible.send_replace(point.offset);
+        }
+        let checkpoint = state.recovery_point;
+        drop(state);
+        if !sealed.is_empty() {
+            write_recovery_point(&self.dir, checkpoint)?;
+        }
+        Ok(point.offset)
+    }
+
+    /// Flushes everything and records the recovery point, for a clean close.
+    pub(crate) fn close_blocking(&self) -> Result<()> {
+        let end = self.sync_blocking()?;
+        write_recovery_point(&self.dir, end)
+    }
+}
+
+/// Everything before the returned offset was on stable storage when it was written.
+pub(super) fn read_recovery_point(dir: &Path) -> i64 {
+    std::fs::read_to_string(dir.join(RECOVERY_POINT_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub(super) fn write_recovery_point(dir: &Path, offset: i64) -> Result<()> {
+    fsutil::write_atomic(&dir.join(RECOVERY_POINT_FILE), format!("{offset}\n").as_bytes())
+}

@@ -1,0 +1,183 @@
+//! Opening a partition after a clean or an unclean shutdown.
+//!
+//! Sealed segments before the recovery point are trusted with their index files (or
+//! rebuilt if those do not match). Every segment that may hold data written after the
+//! last known fsync, always including the active one, is scanned batch by batch; the
+//! first batch that fails a check ends the valid data, and the rest is cut off: a torn
+//! or corrupt tail after a crash. Producer positions come from the snapshot at the first
+//! scanned segment, plus the batches the scan sees.
+
+use std::fs;
+use std::path::Path;
+
+use crate::batch::Batch;
+use crate::config::{CleanupPolicy, TopicConfig};
+use crate::error::{IoContext, LogError, Result};
+use crate::fsutil;
+use crate::position::{POSITION_HEADER, Position, ProducerId, ProducerStates};
+use crate::segment::{self, Continuity, Segment, read_batches};
+
+use super::durability::read_recovery_point;
+
+pub(super) struct Recovered {
+    pub segments: Vec<Segment>,
+    pub producers: ProducerStates,
+}
+
+pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
+    fs::create_dir_all(dir).ctx("create partition directory", dir)?;
+    let bases = tidy_and_list(dir)?;
+    if bases.is_empty() {
+        return Ok(Recovered {
+            segments: vec![Segment::create(dir, 0)?],
+            producers: ProducerStates::default(),
+        });
+    }
+    let interval = config.index_interval_bytes;
+    let recovery_point = read_recovery_point(dir);
+    // The first segment that may hold data past the recovery point.
+    let first_scanned = bases.partition_point(|&b| b <= recovery_point).saturating_sub(1);
+
+    let mut segments = Vec::with_capacity(bases.len());
+    for &base in &bases[..first_scanned] {
+        segments.push(Segment::open_sealed(dir, base, interval)?);
+    }
+    let mut producers = producer_snapshot_before(dir, &segments, bases[first_scanned])?;
+
+    let sealed_continuity = match config.cleanup_policy {
+        CleanupPolicy::Compact => Continuity::Increasing,
+        CleanupPolicy::Delete => Continuity::Dense,
+    };
+    let last = bases.len() - 1;
+    let mut damaged = false;
+    for (i, &base) in bases.iter().enumerate().skip(first_scanned) {
+        if damaged {
+            // Everything after a torn tail was written after it, so it is not durable either.
+            tracing::warn!(segment = %segment::log_path(dir, base).display(), "Deleting a segment written after a damaged one.");
+            delete_segment_files(dir, base)?;
+            continue;
+        }
+        let continuity = if i == last { Continuity::Dense } else { sealed_continuity };
+        let (mut segment, report) = Segment::open_scanned(dir, base, continuity, interval, &mut |batch| {
+            replay_position(&mut producers, batch)
+        })?;
+        if let Some(reason) = report.damage {
+            tracing::warn!(
+                segment = %segment.path.display(),
+                position = report.valid_bytes,
+                dropped_bytes = report.file_bytes - report.valid_bytes,
+                reason = %reason,
+                "Truncating a torn or corrupt tail."
+            );
+            segment.truncate(report.valid_bytes)?;
+            damaged = true;
+        }
+        if i < last && !damaged {
+            segment.write_indexes()?;
+        }
+        segments.push(segment);
+    }
+    Ok(Recovered { segments, producers })
+}
+
+/// Producer state as of the start of the segment at `base`: its snapshot if present,
+/// otherwise the newest earlier snapshot (or nothing) replayed over the sealed segments.
+fn producer_snapshot_before(dir: &Path, sealed: &[Segment], base: i64) -> Result<ProducerStates> {
+    if let Some(states) = read_snapshot(dir, base)? {
+        return Ok(states);
+    }
+    let mut from = None;
+    for segment in sealed.iter().rev() {
+        if let Some(states) = read_snapshot(dir, segment.base_offset)? {
+            from = Some((segment.base_offset, states));
+            break;
+        }
+    }
+    let (from_base, mut states) = from.unwrap_or((i64::MIN, ProducerStates::default()));
+    for segment in sealed.iter().filter(|s| s.base_offset >= from_base) {
+        let mut offset = segment.base_offset;
+        loop {
+            let (batches, _) = read_batches(&segment.file, &segment.path, 0, segment.size, offset, i64::MAX, 8 << 20)?;
+            let Some(last) = batches.last() else { break };
+            offset = last.last_offset() + 1;
+            for batch in &batches {
+                replay_position(&mut states, batch);
+            }
+        }
+    }
+    Ok(states)
+}
+
+fn read_snapshot(dir: &Path, base: i64) -> Result<Option<ProducerStates>> {
+    let path = segment::producers_path(dir, base);
+    match fs::read(&path) {
+        Ok(bytes) => match ProducerStates::decode(&bytes, &path) {
+            Ok(states) => Ok(Some(states)),
+            Err(err) => {
+                tracing::warn!(error = %err, "Ignoring a damaged producer snapshot; replaying batches instead.");
+                Ok(None)
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::io("read producer snapshot", path, e)),
+    }
+}
+
+/// Takes the producer position from a batch written with one.
+pub(crate) fn replay_position(states: &mut ProducerStates, batch: &Batch) {
+    let header = batch.header();
+    let Some(producer) = ProducerId::new(header.producer_id) else {
+        return;
+    };
+    let Ok(records) = batch.records() else { return };
+    let Some(Ok(last)) = records.last() else { return };
+    if let Some(position) = last
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.key == POSITION_HEADER)
+        .and_then(|h| h.value.clone())
+    {
+        states.update(producer, Position::from_bytes(position), header.last_offset());
+    }
+}
+
+/// Lists segment base offsets in order after finishing or discarding interrupted work:
+/// temporary files are deleted, a compaction result marked complete (`.swap`) replaces
+/// its segment, an incomplete one (`.cleaned`) is deleted.
+fn tidy_and_list(dir: &Path) -> Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    let mut swaps = Vec::new();
+    for entry in fs::read_dir(dir).ctx("list partition directory", dir)? {
+        let entry = entry.ctx("list partition directory", dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = entry.path();
+        if name.ends_with(".tmp") || name.ends_with(".cleaned") {
+            fsutil::remove_if_exists(&path)?;
+        } else if let Some(base) = segment::parse_base_offset(name, "log.swap") {
+            swaps.push(base);
+        } else if let Some(base) = segment::parse_base_offset(name, "log") {
+            bases.push(base);
+        }
+    }
+    for base in swaps {
+        let log = segment::log_path(dir, base);
+        fsutil::remove_if_exists(&segment::index_path(dir, base))?;
+        fsutil::remove_if_exists(&segment::time_index_path(dir, base))?;
+        let swap = log.with_extension("log.swap");
+        fs::rename(&swap, &log).ctx("finish compaction of", &log)?;
+        if !bases.contains(&base) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+fn delete_segment_files(dir: &Path, base: i64) -> Result<()> {
+    fsutil::remove_if_exists(&segment::log_path(dir, base))?;
+    fsutil::remove_if_exists(&segment::index_path(dir, base))?;
+    fsutil::remove_if_exists(&segment::time_index_path(dir, base))?;
+    fsutil::remove_if_exists(&segment::producers_path(dir, base))
+}

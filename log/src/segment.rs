@@ -1,0 +1,507 @@
+//! One segment of a partition: a `{base_offset:020}.log` file of record batches with its
+//! sparse offset and time indexes.
+//!
+//! Only the last segment of a partition (the active one) is appended to; the others are
+//! sealed and never change, except when compaction replaces one as a whole.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{BATCH_HEADER_LEN, Batch, BatchHeader, verify_crc};
+use crate::error::{IoContext, LogError, Result};
+use crate::fsutil;
+use crate::index::{OffsetIndex, TimeIndex};
+
+/// Largest batch the scanner accepts when rebuilding; anything claiming more is damage.
+pub(crate) const MAX_SCANNED_BATCH: usize = 64 << 20;
+
+/// The files of a segment, named after its base offset.
+pub(crate) fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.log"))
+}
+
+pub(crate) fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.index"))
+}
+
+pub(crate) fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.timeindex"))
+}
+
+pub(crate) fn producers_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.producers"))
+}
+
+/// Parses `00000000000000000042.log` (or another extension) into 42.
+pub(crate) fn parse_base_offset(file_name: &str, extension: &str) -> Option<i64> {
+    let stem = file_name.strip_suffix(extension)?.strip_suffix('.')?;
+    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| stem.parse().ok())
+        .flatten()
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub dir: PathBuf,
+    pub path: PathBuf,
+    pub file: Arc<File>,
+    /// Bytes of whole, valid batches.
+    pub size: u64,
+    /// One past the last offset of the last batch (the base offset when empty).
+    pub next_offset: i64,
+    /// Largest record timestamp, `i64::MIN` when empty.
+    pub max_timestamp: i64,
+    pub index: OffsetIndex,
+    pub time_index: TimeIndex,
+    bytes_since_index: u64,
+    /// When the segment was created, for rolling on age.
+    pub created: SystemTime,
+}
+
+/// How strictly a scan checks the offsets of consecutive batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Continuity {
+    /// Each batch starts exactly where the previous one ended (never-compacted data).
+    Dense,
+    /// Offsets only increase (compaction may leave gaps).
+    Increasing,
+}
+
+/// What a scan found: the valid prefix and, if the file goes on past it, why it stopped.
+#[derive(Debug)]
+pub(crate) struct ScanReport {
+    pub valid_bytes: u64,
+    pub file_bytes: u64,
+    pub damage: Option<String>,
+}
+
+impl Segment {
+    /// Creates an empty segment file. Fails if one already exists.
+    pub fn create(dir: &Path, base_offset: i64) -> Result<Segment> {
+        let path = log_path(dir, base_offset);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .ctx("create segment", &path)?;
+        // Stale indexes from an earlier life of this base offset must not be trusted.
+        fsutil::remove_if_exists(&index_path(dir, base_offset))?;
+        fsutil::remove_if_exists(&time_index_path(dir, base_offset))?;
+        Ok(Segment::empty(dir, base_offset, path, file, SystemTime::now()))
+    }
+
+    /// Opens an existing segment and scans every batch (length, magic, epoch, offsets,
+    /// CRC), rebuilding its indexes. The scan stops at the first bad batch; `on_batch`
+    /// sees each valid one. The file is not modified: the caller decides whether the
+    /// damage is a torn tail to truncate or corruption to report.
+    pub fn open_scanned(
+        dir: &Path,
+        base_offset: i64,
+        continuity: Continuity,
+        index_interval: u32,
+        on_batch: &mut dyn FnMut(&Batch),
+    ) -> Result<(Segment, ScanReport)> {
+        let path = log_path(dir, base_offset);
+        let file = open_rw(&path)?;
+        let created = file_created(&file);
+        let mut segment = Segment::empty(dir, base_offset, path, file, created);
+        let report = segment.scan(continuity, index_interval, on_batch)?;
+        Ok((segment, report))
+    }
+
+    /// Opens a sealed segment from its index files, scanning it only when they are
+    /// missing or do not match the log file.
+    pub fn open_sealed(dir: &Path, base_offset: i64, index_interval: u32) -> Result<Segment> {
+        let path = log_path(dir, base_offset);
+        let file = open_rw(&path)?;
+        let size = file.metadata().ctx("stat", &path)?.len();
+        let created = file_created(&file);
+        if let Some(segment) = Segment::from_index_files(dir, base_offset, &path, &file, size)? {
+            return Ok(Segment {
+                created,
+                ..segment
+            });
+        }
+        tracing::info!(segment = %path.display(), "Rebuilding the indexes of a sealed segment.");
+        let mut segment = Segment::empty(dir, base_offset, path.clone(), file, created);
+        let report = segment.scan(Continuity::Increasing, index_interval, &mut |_| {})?;
+        if let Some(reason) = report.damage {
+            return Err(LogError::Corrupt {
+                path,
+                position: report.valid_bytes,
+                reason,
+            });
+        }
+        segment.write_indexes()?;
+        Ok(segment)
+    }
+
+    /// Opens a rewritten copy of segment `base_offset` (compaction's result, still under
+    /// its temporary name) as the segment it will replace once renamed.
+    pub fn scan_replacement(dir: &Path, base_offset: i64, file_path: &Path, index_interval: u32) -> Result<Segment> {
+        let file = open_rw(file_path)?;
+        let mut segment = Segment::empty(dir, base_offset, log_path(dir, base_offset), file, SystemTime::now());
+        let report = segment.scan(Continuity::Increasing, index_interval, &mut |_| {})?;
+        if let Some(reason) = report.damage {
+            return Err(LogError::Corrupt {
+                path: file_path.to_owned(),
+                position: report.valid_bytes,
+                reason,
+            });
+        }
+        Ok(segment)
+    }
+
+    /// Appends one encoded batch (its base offset already set) at the end of the file.
+    /// On failure the file is cut back to its previous size so no partial batch stays.
+    pub fn append(&mut self, bytes: &[u8], header: &BatchHeader, index_interval: u32) -> Result<()> {
+        let position = self.size;
+        if let Err(err) = self.file.write_all_at(bytes, position) {
+            let cut = self.file.set_len(position);
+            return Err(match cut {
+                Ok(()) => LogError::io("append to segment", &self.path, err),
+                Err(cut_err) => LogError::Poisoned {
+                    topic: String::new(),
+                    partition: 0,
+                    reason: format!(
+                        "append to `{}` failed ({err}) and cutting the partial batch failed too ({cut_err})",
+                        self.path.display()
+                    ),
+                },
+            });
+        }
+        self.record_batch(header, position, index_interval);
+        Ok(())
+    }
+
+    /// Cuts the file back to `valid_bytes` (a torn or corrupt tail) and syncs it.
+    pub fn truncate(&mut self, valid_bytes: u64) -> Result<()> {
+        self.file.set_len(valid_bytes).ctx("truncate", &self.path)?;
+        self.file.sync_all().ctx("fsync", &self.path)?;
+        self.size = valid_bytes;
+        Ok(())
+    }
+
+    /// Writes the index files (after a final time-index entry for the largest timestamp).
+    pub fn write_indexes(&mut self) -> Result<()> {
+        if self.max_timestamp != i64::MIN && self.size > 0 {
+            let last = self.index.lookup(self.next_offset - 1).0;
+            self.time_index.push(self.max_timestamp, last);
+        }
+        write_file(&index_path(&self.dir, self.base_offset), &self.index.encode())?;
+        write_file(&time_index_path(&self.dir, self.base_offset), &self.time_index.encode())
+    }
+
+    /// Deletes the segment's files (open readers keep their handle until they finish).
+    pub fn delete_files(&self) -> Result<()> {
+        fsutil::remove_if_exists(&self.path)?;
+        fsutil::remove_if_exists(&index_path(&self.dir, self.base_offset))?;
+        fsutil::remove_if_exists(&time_index_path(&self.dir, self.base_offset))
+    }
+
+    fn empty(dir: &Path, base_offset: i64, path: PathBuf, file: File, created: SystemTime) -> Segment {
+        Segment {
+            base_offset,
+            dir: dir.to_owned(),
+            path,
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base_offset,
+            max_timestamp: i64::MIN,
+            index: OffsetIndex::new(base_offset),
+            time_index: TimeIndex::new(base_offset),
+            bytes_since_index: 0,
+            created,
+        }
+    }
+
+    fn record_batch(&mut self, header: &BatchHeader, position: u64, index_interval: u32) {
+        let len = header.total_len() as u64;
+        if position == 0 || self.bytes_since_index >= u64::from(index_interval) {
+            self.index.push(header.base_offset, position as u32);
+            if header.max_timestamp > self.max_timestamp {
+                self.time_index.push(header.max_timestamp, header.base_offset);
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += len;
+        self.size = position + len;
+        self.next_offset = header.next_offset();
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+    }
+
+    fn from_index_files(
+        dir: &Path,
+        base_offset: i64,
+        path: &Path,
+        file: &File,
+        size: u64,
+    ) -> Result<Option<Segment>> {
+        let (Some(index_bytes), Some(time_bytes)) = (
+            read_optional(&index_path(dir, base_offset))?,
+            read_optional(&time_index_path(dir, base_offset))?,
+        ) else {
+            return Ok(None);
+        };
+        let Some(index) = OffsetIndex::decode(&index_bytes, base_offset, size) else {
+            return Ok(None);
+        };
+        // The last batch tells where the segment ends; check it lines up with the file.
+        let (last_base, last_position) = index.lookup(i64::MAX);
+        let Some(next_offset) = last_batch_end(file, last_position as u64, size)? else {
+            return Ok(None);
+        };
+        if (size > 0 && last_base < base_offset) || next_offset < last_base {
+            return Ok(None);
+        }
+        let next_offset = if size == 0 { base_offset } else { next_offset };
+        let Some(time_index) = TimeIndex::decode(&time_bytes, base_offset, next_offset.max(base_offset + 1))
+        else {
+            return Ok(None);
+        };
+        let max_timestamp = time_index.max_timestamp().unwrap_or(i64::MIN);
+        Ok(Some(Segment {
+            base_offset,
+            dir: dir.to_owned(),
+            path: path.to_owned(),
+            file: Arc::new(file.try_clone().ctx("open", path)?),
+            size,
+            next_offset,
+            max_timestamp,
+            index,
+            time_index,
+            bytes_since_index: 0,
+            created: SystemTime::UNIX_EPOCH,
+        }))
+    }
+
+    fn scan(
+        &mut self,
+        continuity: Continuity,
+        index_interval: u32,
+        on_batch: &mut dyn FnMut(&Batch),
+    ) -> Result<ScanReport> {
+        let file_bytes = self.file.metadata().ctx("stat", &self.path)?.len();
+        let (file, path) = (Arc::clone(&self.file), self.path.clone());
+        let mut reader = ChunkReader::new(&file, &path, file_bytes);
+        let mut position = 0u64;
+        let mut expected = self.base_offset;
+        let damage = loop {
+            if position == file_bytes {
+                break None;
+            }
+            let head = match reader.bytes_at(position, BATCH_HEADER_LEN)? {
+                Some(head) => head,
+                None => break Some(format!("{} trailing bytes are too few for a batch header", file_bytes - position)),
+            };
+            let header = match BatchHeader::parse(&head) {
+                Ok(header) => header,
+                Err(err) => break Some(err.to_string()),
+            };
+            let len = header.total_len();
+            if len > MAX_SCANNED_BATCH {
+                break Some(format!("batch claims {len} bytes"));
+            }
+            if header.partition_leader_epoch != 0 {
+                break Some(format!("unexpected partition leader epoch {}", header.partition_leader_epoch));
+            }
+            let offsets_ok = match continuity {
+                Continuity::Dense => header.base_offset == expected,
+                Continuity::Increasing => header.base_offset >= expected,
+            };
+            if !offsets_ok {
+                break Some(format!(
+                    "batch base offset {} where {} was expected",
+                    header.base_offset, expected
+                ));
+            }
+            let Some(bytes) = reader.bytes_at(position, len)? else {
+                break Some(format!(
+                    "batch of {len} bytes is cut off after {} bytes",
+                    file_bytes - position
+                ));
+            };
+            if let Err(err) = verify_crc(&bytes) {
+                break Some(err.to_string());
+            }
+            match Batch::new(bytes) {
+                Ok(batch) => on_batch(&batch),
+                Err(err) => break Some(err.to_string()),
+            }
+            self.record_batch(&header, position, index_interval);
+            expected = header.next_offset();
+            position += len as u64;
+        };
+        Ok(ScanReport {
+            valid_bytes: position,
+            file_bytes,
+            damage,
+        })
+    }
+}
+
+/// Reads whole batches from `file` between `start` and `end` (byte positions), returning
+/// those that end at or after `min_offset` and start before `max_offset`, until `max_bytes`
+/// of them are collected (at least one batch when any qualifies, however large). Every
+/// returned batch has passed its CRC check; a damaged one is an error naming the file
+/// and position, never returned.
+pub(crate) fn read_batches(
+    file: &File,
+    path: &Path,
+    start: u64,
+    end: u64,
+    min_offset: i64,
+    max_offset: i64,
+    max_bytes: usize,
+) -> Result<(Vec<Batch>, usize)> {
+    let mut batches = Vec::new();
+    let mut collected = 0usize;
+    let mut position = start;
+    let chunk = max_bytes.clamp(64 << 10, 16 << 20);
+    while position < end && (batches.is_empty() || collected < max_bytes) {
+        let want = ((end - position) as usize).min(chunk.max(max_bytes.saturating_sub(collected)));
+        let buf = read_exact(file, path, position, want)?;
+        let mut offset = 0usize;
+        let mut progressed = false;
+        while buf.len() - offset >= BATCH_HEADER_LEN {
+            let corrupt = |reason: String| LogError::Corrupt {
+                path: path.to_owned(),
+                position: position + offset as u64,
+                reason,
+            };
+            let header = BatchHeader::parse(&buf[offset..]).map_err(|e| corrupt(e.to_string()))?;
+            let len = header.total_len();
+            if position + (offset + len) as u64 > end {
+                return Err(corrupt(format!("batch of {len} bytes runs past the end of the valid data")));
+            }
+            if header.base_offset >= max_offset {
+                return Ok((batches, collected));
+            }
+            let bytes = if offset + len <= buf.len() {
+                buf.slice(offset..offset + len)
+            } else if offset == 0 {
+                // A batch larger than the chunk: read it whole.
+                read_exact(file, path, position, len)?
+            } else {
+                break;
+            };
+            if header.last_offset() >= min_offset {
+                if !batches.is_empty() && collected + len > max_bytes {
+                    return Ok((batches, collected));
+                }
+                let batch = Batch::new(bytes).map_err(|e| corrupt(e.to_string()))?;
+                collected += len;
+                batches.push(batch);
+            }
+            offset += len;
+            progressed = true;
+        }
+        if !progressed {
+            return Err(LogError::Corrupt {
+                path: path.to_owned(),
+                position,
+                reason: "no whole batch where one was expected".into(),
+            });
+        }
+        position += offset as u64;
+    }
+    Ok((batches, collected))
+}
+
+/// Reads exactly `len` bytes at `position`.
+pub(crate) fn read_exact(file: &File, path: &Path, position: u64, len: usize) -> Result<Bytes> {
+    let mut buf = BytesMut::zeroed(len);
+    file.read_exact_at(&mut buf, position).ctx("read segment", path)?;
+    Ok(buf.freeze())
+}
+
+fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ctx("open segment", path)
+}
+
+fn file_created(file: &File) -> SystemTime {
+    file.metadata()
+        .and_then(|m| m.created().or_else(|_| m.modified()))
+        .unwrap_or_else(|_| SystemTime::now())
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::io("read index", path, e)),
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = File::create(path).ctx("create index", path)?;
+    std::io::Write::write_all(&mut file, bytes).ctx("write index", path)?;
+    file.sync_all().ctx("fsync", path)
+}
+
+/// Walks the batches from `position` (a batch start) to `size` using headers only and
+/// returns the next offset after the last one, or `None` if they do not end exactly at `size`.
+fn last_batch_end(file: &File, mut position: u64, size: u64) -> Result<Option<i64>> {
+    let mut next = None;
+    let mut head = [0u8; BATCH_HEADER_LEN];
+    while position < size {
+        if size - position < BATCH_HEADER_LEN as u64 || file.read_exact_at(&mut head, position).is_err() {
+            return Ok(None);
+        }
+        let Ok(header) = BatchHeader::parse(&head) else {
+            return Ok(None);
+        };
+        position += header.total_len() as u64;
+        next = Some(header.next_offset());
+    }
+    Ok(if position == size { next.or(Some(i64::MIN)) } else { None })
+}
+
+/// Sequential reader over a segment file that hands out `Bytes` without re-reading.
+struct ChunkReader<'a> {
+    file: &'a File,
+    path: &'a Path,
+    file_bytes: u64,
+    buf: Bytes,
+    buf_start: u64,
+}
+
+impl<'a> ChunkReader<'a> {
+    const CHUNK: usize = 4 << 20;
+
+    fn new(file: &'a File, path: &'a Path, file_bytes: u64) -> Self {
+        ChunkReader {
+            file,
+            path,
+            file_bytes,
+            buf: Bytes::new(),
+            buf_start: 0,
+        }
+    }
+
+    /// `len` bytes at `position`, or `None` if the file ends first.
+    fn bytes_at(&mut self, position: u64, len: usize) -> Result<Option<Bytes>> {
+        if position + len as u64 > self.file_bytes {
+            return Ok(None);
+        }
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if position < self.buf_start || position + len as u64 > buf_end {
+            let want = len.max(Self::CHUNK).min((self.file_bytes - position) as usize);
+            self.buf = read_exact(self.file, self.path, position, want)?;
+            self.buf_start = position;
+        }
+        let from = (position - self.buf_start) as usize;
+        Ok(Some(self.buf.slice(from..from + len)))
+    }
+}
