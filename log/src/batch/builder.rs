@@ -47,6 +47,8 @@ pub struct BatchBuilder {
     /// Bytes to reserve when a batch starts: the caller's hint or the last batch's size.
     target_capacity: usize,
     count: usize,
+    /// Offset delta of the last pushed record; -1 before the first.
+    last_offset_delta: i32,
     first_timestamp: i64,
     min_timestamp: i64,
     max_timestamp: i64,
@@ -66,9 +68,6 @@ struct LastRecord {
     header_count: i32,
 }
 
-/// Longest value the format's i32 length fields can describe.
-const MAX_FIELD_LEN: usize = i32::MAX as usize;
-
 impl BatchBuilder {
     /// A builder that grows its buffer on demand.
     pub fn new(compression: Compression) -> Self {
@@ -84,6 +83,7 @@ impl BatchBuilder {
             scratch: BytesMut::new(),
             target_capacity: bytes,
             count: 0,
+            last_offset_delta: -1,
             first_timestamp: 0,
             min_timestamp: 0,
             max_timestamp: 0,
@@ -100,8 +100,9 @@ impl BatchBuilder {
 
     /// Encodes one record. `headers` are (key, value) pairs.
     ///
-    /// A key, value or header larger than 2 GiB cannot be encoded; the record
-    /// is dropped and [`finish`](Self::finish) fails with [`BatchError::TooLarge`].
+    /// Its offset delta is the previous record's plus one. A key, value or
+    /// header larger than 2 GiB cannot be encoded; the record is dropped and
+    /// [`finish`](Self::finish) fails with [`BatchError::TooLarge`].
     pub fn push(
         &mut self,
         timestamp: i64,
@@ -109,12 +110,15 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[(&str, Option<&[u8]>)],
     ) {
-        self.encode(timestamp, key, value, headers.iter().copied());
+        let offset_delta = self.last_offset_delta.checked_add(1);
+        self.push_or_poison(offset_delta, timestamp, key, value, headers.iter().copied());
     }
 
-    /// Encodes one owned record.
+    /// Encodes one owned record, like [`push`](Self::push).
     pub fn push_record(&mut self, record: &Record) {
-        self.encode(
+        let offset_delta = self.last_offset_delta.checked_add(1);
+        self.push_or_poison(
+            offset_delta,
             record.timestamp,
             record.key.as_deref(),
             record.value.as_deref(),
@@ -123,6 +127,30 @@ impl BatchBuilder {
                 .iter()
                 .map(|header| (header.key.as_str(), header.value.as_deref())),
         );
+    }
+
+    /// Encodes one record with an explicit offset delta, leaving gaps in the
+    /// offsets as compaction does.
+    ///
+    /// Offset deltas must be non-negative and strictly increasing within a
+    /// batch ([`BatchError::OffsetDeltaNotIncreasing`]); a record that does
+    /// not fit the format fails with [`BatchError::TooLarge`]. On error
+    /// nothing is added and the builder stays usable.
+    pub fn push_with_offset_delta(
+        &mut self,
+        offset_delta: i32,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> Result<(), BatchError> {
+        if offset_delta <= self.last_offset_delta {
+            return Err(BatchError::OffsetDeltaNotIncreasing {
+                previous: self.last_offset_delta,
+                offset_delta,
+            });
+        }
+        self.encode(offset_delta, timestamp, key, value, headers.iter().copied())
     }
 
     /// Number of records pushed since the last `finish`.
@@ -194,12 +222,39 @@ impl BatchBuilder {
     /// no record was pushed, and with [`BatchError::TooLarge`] if a record or
     /// the batch does not fit the format (its records are dropped).
     pub fn finish(&mut self, producer: ProducerFields) -> Result<BytesMut, BatchError> {
-        let result = self.seal(producer);
+        let result = self.seal(producer, self.last_offset_delta);
         self.reset();
         result
     }
 
-    fn seal(&mut self, producer: ProducerFields) -> Result<BytesMut, BatchError> {
+    /// Like [`finish`](Self::finish), but writes `last_offset_delta` into the
+    /// header instead of the last record's delta, so a compacted batch keeps
+    /// the offset range of the batch it replaces, as Kafka does.
+    ///
+    /// Errors with [`BatchError::OffsetDeltaOutOfRange`] if a pushed record's
+    /// delta is larger (the builder is reset either way).
+    pub fn finish_with_last_offset_delta(
+        &mut self,
+        producer: ProducerFields,
+        last_offset_delta: i32,
+    ) -> Result<BytesMut, BatchError> {
+        let result = if self.count > 0 && last_offset_delta < self.last_offset_delta {
+            Err(BatchError::OffsetDeltaOutOfRange {
+                offset_delta: self.last_offset_delta,
+                last_offset_delta,
+            })
+        } else {
+            self.seal(producer, last_offset_delta)
+        };
+        self.reset();
+        result
+    }
+
+    fn seal(
+        &mut self,
+        producer: ProducerFields,
+        last_offset_delta: i32,
+    ) -> Result<BytesMut, BatchError> {
         if let Some((what, len)) = self.oversized {
             return Err(BatchError::TooLarge { what, len });
         }
@@ -225,7 +280,7 @@ impl BatchBuilder {
             magic: MAGIC,
             crc: 0,
             attributes: self.compression.attribute_bits(),
-            last_offset_delta: check_len("record count", self.count - 1)?,
+            last_offset_delta,
             base_timestamp: self.min_timestamp,
             max_timestamp: self.max_timestamp,
             producer_id: producer.producer_id,
@@ -241,13 +296,15 @@ impl BatchBuilder {
     fn reset(&mut self) {
         self.buf.clear();
         self.count = 0;
+        self.last_offset_delta = -1;
         self.last = None;
         self.oversized = None;
     }
 
-    /// Encodes one record; the header iterator is walked twice (size, then bytes).
-    fn encode<'a, H>(
+    /// Encodes a record for `push`/`push_record`, which report errors at `finish`.
+    fn push_or_poison<'a, H>(
         &mut self,
+        offset_delta: Option<i32>,
         timestamp: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
@@ -258,10 +315,57 @@ impl BatchBuilder {
         if self.oversized.is_some() {
             return;
         }
-        let Ok(offset_delta) = i32::try_from(self.count) else {
-            self.oversized = Some(("record count", self.count));
+        let Some(offset_delta) = offset_delta else {
+            self.oversized = Some(("record count", self.count.saturating_add(1)));
             return;
         };
+        if let Err(BatchError::TooLarge { what, len }) =
+            self.encode(offset_delta, timestamp, key, value, headers)
+        {
+            self.oversized = Some((what, len));
+        }
+    }
+
+    /// Encodes one record; checks everything before it touches the builder.
+    /// The header iterator is walked twice (size, then bytes).
+    fn encode<'a, H>(
+        &mut self,
+        offset_delta: i32,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: H,
+    ) -> Result<(), BatchError>
+    where
+        H: Iterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
+    {
+        let first_timestamp = if self.count == 0 {
+            timestamp
+        } else {
+            self.first_timestamp
+        };
+        // Wrapping keeps any pair of i64 timestamps exact: the reader adds it back mod 2^64.
+        let timestamp_delta = timestamp.wrapping_sub(first_timestamp);
+
+        let mut header_count = 0usize;
+        let mut headers_len = 0usize;
+        for (header_key, header_value) in headers.clone() {
+            header_count += 1;
+            headers_len += header_len(header_key, header_value);
+        }
+        check_len("record key", key.map_or(0, <[u8]>::len))?;
+        check_len("record value", value.map_or(0, <[u8]>::len))?;
+        check_len("record headers", headers_len)?;
+        // At least 2 bytes per header, so the count fits once the length does.
+        let header_count = check_len("record headers", header_count)?;
+        let header_count_at = 1
+            + varlong_len(timestamp_delta)
+            + varint_len(offset_delta)
+            + bytes_field_len(key)
+            + bytes_field_len(value);
+        let body_len = header_count_at + varint_len(header_count) + headers_len;
+        let body_len_i32 = check_len("record", body_len)?;
+
         if self.buf.is_empty() {
             self.buf.reserve(self.target_capacity.max(BATCH_HEADER_LEN));
             self.buf.put_bytes(0, BATCH_HEADER_LEN);
@@ -274,38 +378,6 @@ impl BatchBuilder {
             self.min_timestamp = self.min_timestamp.min(timestamp);
             self.max_timestamp = self.max_timestamp.max(timestamp);
         }
-        // Wrapping keeps any pair of i64 timestamps exact: the reader adds it back mod 2^64.
-        let timestamp_delta = timestamp.wrapping_sub(self.first_timestamp);
-
-        let mut header_count = 0usize;
-        let mut headers_len = 0usize;
-        for (header_key, header_value) in headers.clone() {
-            header_count += 1;
-            headers_len += header_len(header_key, header_value);
-        }
-        let oversized = [
-            ("record key", key.map_or(0, <[u8]>::len)),
-            ("record value", value.map_or(0, <[u8]>::len)),
-            ("record headers", headers_len),
-        ]
-        .into_iter()
-        .find(|&(_, len)| len > MAX_FIELD_LEN);
-        if let Some(found) = oversized {
-            self.oversized = Some(found);
-            return;
-        }
-        let header_count = header_count as i32;
-        let header_count_at = 1
-            + varlong_len(timestamp_delta)
-            + varint_len(offset_delta)
-            + bytes_field_len(key)
-            + bytes_field_len(value);
-        let body_len = header_count_at + varint_len(header_count) + headers_len;
-        let Ok(body_len_i32) = i32::try_from(body_len) else {
-            self.oversized = Some(("record", body_len));
-            return;
-        };
-
         let start = self.buf.len();
         self.buf.reserve(varint_len(body_len_i32) + body_len);
         put_varint(&mut self.buf, body_len_i32);
@@ -319,11 +391,13 @@ impl BatchBuilder {
             put_header(&mut self.buf, header_key, header_value);
         }
         self.count += 1;
+        self.last_offset_delta = offset_delta;
         self.last = Some(LastRecord {
             start,
             header_count_at,
             header_count,
         });
+        Ok(())
     }
 
     /// Rewrites every record's timestamp delta relative to the minimum timestamp.

@@ -283,19 +283,34 @@ mod tests {
 
     #[test]
     fn decompression_is_bounded() {
+        // zstd goes far beyond LZ4's ratio of 255, so only the 64 MiB floor stops it.
         let zeros = vec![0u8; MIN_DECOMPRESSED_LIMIT + 1];
         let mut compressors = Compressors::default();
-        for codec in [Compression::Lz4, Compression::Zstd] {
-            let out = compressors.compress(codec, &zeros).unwrap();
-            let section = &out[BATCH_HEADER_LEN..];
-            assert!(section.len() * MAX_COMPRESSION_RATIO < MIN_DECOMPRESSED_LIMIT);
-            assert!(matches!(
-                decompress(codec, section),
-                Err(BatchError::DecompressedTooLarge {
-                    limit: MIN_DECOMPRESSED_LIMIT
-                })
-            ));
-        }
+        let out = compressors.compress(Compression::Zstd, &zeros).unwrap();
+        let section = &out[BATCH_HEADER_LEN..];
+        assert!(section.len() * MAX_COMPRESSION_RATIO < MIN_DECOMPRESSED_LIMIT);
+        assert!(matches!(
+            decompress(Compression::Zstd, section),
+            Err(BatchError::DecompressedTooLarge {
+                limit: MIN_DECOMPRESSED_LIMIT
+            })
+        ));
+        assert_eq!(max_decompressed_len(1 << 20), 255 << 20);
+
+        let out = compressors
+            .compress(Compression::Lz4, &zeros[..5000])
+            .unwrap();
+        let frame = &out[BATCH_HEADER_LEN..];
+        assert!(matches!(
+            read_bounded(FrameDecoder::new(frame), 0, 4999),
+            Err(BatchError::DecompressedTooLarge { limit: 4999 })
+        ));
+        assert_eq!(
+            read_bounded(FrameDecoder::new(frame), 0, 5000)
+                .unwrap()
+                .len(),
+            5000
+        );
     }
 
     #[test]

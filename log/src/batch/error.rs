@@ -137,6 +137,17 @@ pub enum BatchError {
         last_offset_delta: i32,
     },
 
+    /// `push_with_offset_delta` was given a delta not above the previous record's.
+    #[error(
+        "record offset delta {offset_delta} must be greater than the previous record's {previous} (and not negative)"
+    )]
+    OffsetDeltaNotIncreasing {
+        /// The previous record's delta, -1 for the first record.
+        previous: i32,
+        /// The delta given.
+        offset_delta: i32,
+    },
+
     /// The base offset plus a record's offset delta overflows an i64.
     #[error("record offset overflows: base offset {base_offset} + delta {offset_delta}")]
     OffsetOverflow {

@@ -265,31 +265,3 @@ fn for_each_batch(view: &SealedView, mut f: impl FnMut(&Batch) -> Result<()>) ->
     Ok(())
 }
 
-// TEMPORARY shim while the batch module is being finished; replaced by BatchBuilder methods.
-trait CompactShim {
-    fn push_with_offset_delta(
-        &mut self,
-        delta: i32,
-        ts: i64,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: &[(&str, Option<&[u8]>)],
-    ) -> Result<()>;
-    fn finish_with_last_offset_delta(&mut self, p: ProducerFields, d: i32) -> Result<bytes::BytesMut>;
-}
-impl CompactShim for BatchBuilder {
-    fn push_with_offset_delta(
-        &mut self,
-        _delta: i32,
-        ts: i64,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: &[(&str, Option<&[u8]>)],
-    ) -> Result<()> {
-        self.push(ts, key, value, headers);
-        Ok(())
-    }
-    fn finish_with_last_offset_delta(&mut self, p: ProducerFields, _d: i32) -> Result<bytes::BytesMut> {
-        Ok(self.finish(p)?)
-    }
-}

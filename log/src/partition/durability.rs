@@ -71,9 +71,44 @@ impl GroupCommit {
             }
         }
     }
+
+    /// Syncs now: everything written before this call is durable when it returns.
+    pub async fn sync_now(&self, partition: &Arc<Partition>) -> Result<()> {
+        // Waiting for the leader role (not just for the current leader's result) makes
+        // sure the sync starts after this call, so it covers everything written so far.
+        let _leader = self.leader.lock().await;
+        if !partition.needs_sync() {
+            return Ok(());
+        }
+        let this = Arc::clone(partition);
+        let synced = tokio::task::spawn_blocking(move || this.sync_blocking())
+            .await
+            .map_err(|e| partition.poison(format!("fsync task failed: {e}")))
+            .and_then(|r| r);
+        match synced {
+            Ok(end) => {
+                self.durable.send_if_modified(|d| {
+                    let advanced = end > *d;
+                    *d = (*d).max(end);
+                    advanced
+                });
+                Ok(())
+            }
+            Err(err) => {
+                self.durable.send_modify(|_| {});
+                Err(err)
+            }
+        }
+    }
 }
 
 impl Partition {
+    /// Whether anything written is not known to be durable.
+    fn needs_sync(&self) -> bool {
+        let state = self.state.read();
+        !state.unsynced.is_empty() || state.recovery_point < super::active(&state).next_offset
+    }
+
     /// Syncs sealed segments not yet synced and the active segment up to what is written
     /// now; returns the offset everything before which is durable. Only the group-commit
     /// leader calls this.
@@ -102,7 +137,11 @@ impl Partition {
         }
         let mut state = self.state.write();
         state.recovery_point = state.recovery_point.max(point.offset);
-        if point.offset > state.visible.offset {
+        // Equal offsets in a later segment happen after a roll: move on to the new
+        // segment so the sealed one is no longer where readers stop.
+        if point.offset > state.visible.offset
+            || (point.offset == state.visible.offset && point.segment_base > state.visible.segment_base)
+        {
             state.visible = point;
             self.visible.send_replace(point.offset);
         }

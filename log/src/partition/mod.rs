@@ -196,21 +196,35 @@ impl Partition {
         producer: Option<(ProducerId, Position)>,
     ) -> Result<AppendOutcome> {
         let this = Arc::clone(self);
-        let outcome = tokio::task::spawn_blocking(move || this.append_blocking(bytes, producer))
+        let (outcome, rolled) = tokio::task::spawn_blocking(move || this.append_blocking(bytes, producer))
             .await
             .map_err(|e| self.poison(format!("append task failed: {e}")))??;
-        if let (FsyncPolicy::Always, AppendOutcome::Appended { last_offset, .. }) = (self.config.fsync, &outcome) {
-            self.group_commit.wait_durable(self, last_offset + 1).await?;
+        match (self.config.fsync, &outcome) {
+            (FsyncPolicy::Always, AppendOutcome::Appended { last_offset, .. }) => {
+                self.group_commit.wait_durable(self, last_offset + 1).await?;
+            }
+            // A sealed segment is flushed in the background whatever the policy, so
+            // recovery after a crash only has to scan the active segment.
+            _ if rolled => {
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    if let Err(err) = this.flush().await {
+                        tracing::error!(topic = %this.topic, partition = this.id, error = %err, "Flushing a sealed segment failed.");
+                    }
+                });
+            }
+            _ => {}
         }
         Ok(outcome)
     }
 
-    /// The synchronous core of an append: checks, rolls, writes, indexes.
+    /// The synchronous core of an append: checks, rolls, writes, indexes. Also says
+    /// whether the active segment rolled.
     pub(crate) fn append_blocking(
         &self,
         mut bytes: BytesMut,
         producer: Option<(ProducerId, Position)>,
-    ) -> Result<AppendOutcome> {
+    ) -> Result<(AppendOutcome, bool)> {
         if bytes.len() > self.config.max_batch_bytes as usize {
             return Err(LogError::BatchTooLarge {
                 topic: self.topic.clone(),
@@ -230,9 +244,9 @@ impl Partition {
                 position: position.clone(),
                 last_offset: -1,
             });
-            return Ok(AppendOutcome::AlreadyWritten { last });
+            return Ok((AppendOutcome::AlreadyWritten { last }, false));
         }
-        self.maybe_roll(&mut state, bytes.len() as u64)?;
+        let rolled = self.maybe_roll(&mut state, bytes.len() as u64)?;
         let base_offset = active(&state).next_offset;
         set_base_offset(&mut bytes, base_offset);
         let header = BatchHeader::parse(&bytes)?;
@@ -261,10 +275,13 @@ impl Partition {
             state.visible = end;
             self.visible.send_replace(end.offset);
         }
-        Ok(AppendOutcome::Appended {
-            base_offset,
-            last_offset,
-        })
+        Ok((
+            AppendOutcome::Appended {
+                base_offset,
+                last_offset,
+            },
+            rolled,
+        ))
     }
 
     /// Reads whole batches from `offset` up to about `max_bytes` (at least one batch if
@@ -289,47 +306,61 @@ impl Partition {
 
     /// The synchronous core of a read.
     pub(crate) fn read_blocking(&self, offset: i64, max_bytes: usize) -> Result<Fetch> {
-        let (file, path, start, end, start_offset, visible) = {
-            let state = self.state.read();
-            let start_offset = state.segments.first().map_or(0, |s| s.base_offset);
-            let visible = state.visible;
-            if offset < start_offset || offset > visible.offset {
-                return Err(LogError::OffsetOutOfRange {
-                    topic: self.topic.clone(),
-                    partition: self.id,
-                    offset,
-                    start: start_offset,
-                    end: visible.offset,
-                });
-            }
-            // The segment holding `offset`: the last one starting at or before it, moving
-            // on past segments that end before it (compaction can leave gaps).
-            let mut idx = state.segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
-            while idx + 1 < state.segments.len() && state.segments[idx].next_offset <= offset {
-                idx += 1;
-            }
-            let segment = &state.segments[idx];
-            let end = match segment.base_offset.cmp(&visible.segment_base) {
-                std::cmp::Ordering::Less => segment.size,
-                std::cmp::Ordering::Equal => visible.position,
-                std::cmp::Ordering::Greater => 0,
+        let mut from = offset;
+        loop {
+            let (file, path, start, end, start_offset, visible, next_segment) = {
+                let state = self.state.read();
+                let start_offset = state.segments.first().map_or(0, |s| s.base_offset);
+                let visible = state.visible;
+                if offset < start_offset || offset > visible.offset {
+                    return Err(LogError::OffsetOutOfRange {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        offset,
+                        start: start_offset,
+                        end: visible.offset,
+                    });
+                }
+                // The segment holding `from`: the last one starting at or before it,
+                // moving on past segments that end before it (compaction leaves gaps).
+                let from_checked = from.max(start_offset);
+                let mut idx = state
+                    .segments
+                    .partition_point(|s| s.base_offset <= from_checked)
+                    .saturating_sub(1);
+                while idx + 1 < state.segments.len() && state.segments[idx].next_offset <= from_checked {
+                    idx += 1;
+                }
+                let segment = &state.segments[idx];
+                let end = match segment.base_offset.cmp(&visible.segment_base) {
+                    std::cmp::Ordering::Less => segment.size,
+                    std::cmp::Ordering::Equal => visible.position.min(segment.size),
+                    std::cmp::Ordering::Greater => 0,
+                };
+                let (_, start) = segment.index.lookup(from_checked);
+                let next_segment = state.segments.get(idx + 1).map(|s| s.base_offset);
+                (
+                    Arc::clone(&segment.file),
+                    segment.path.clone(),
+                    u64::from(start),
+                    end,
+                    start_offset,
+                    visible.offset,
+                    next_segment,
+                )
             };
-            let (_, start) = segment.index.lookup(offset);
-            (
-                Arc::clone(&segment.file),
-                segment.path.clone(),
-                u64::from(start),
-                end,
-                start_offset,
-                visible.offset,
-            )
-        };
-        let (batches, bytes) = if start < end && offset < visible {
-            read_batches(&file, &path, start, end, offset, visible, max_bytes)?
-        } else {
-            (Vec::new(), 0)
-        };
-        Ok(Fetch::new(offset, batches, bytes, start_offset, visible))
+            let (batches, bytes) = if start < end && from < visible {
+                read_batches(&file, &path, start, end, from, visible, max_bytes)?
+            } else {
+                (Vec::new(), 0)
+            };
+            match next_segment {
+                // Nothing at or after `from` in this segment (compaction removed its
+                // tail): go on with the next one.
+                Some(next) if batches.is_empty() && next < visible => from = next,
+                _ => return Ok(Fetch::new(offset, batches, bytes, start_offset, visible)),
+            }
+        }
     }
 
     /// The first offset whose record timestamp is at or after `timestamp` (ms), or
@@ -373,17 +404,16 @@ impl Partition {
         }
     }
 
-    /// Forces everything appended so far to stable storage.
+    /// Forces everything appended so far, including sealed segments, to stable storage.
     pub async fn flush(self: &Arc<Self>) -> Result<()> {
-        let target = self.state.read().segments.last().map_or(0, |s| s.next_offset);
-        self.group_commit.wait_durable(self, target).await
+        self.group_commit.sync_now(self).await
     }
 
     /// Rolls the active segment when the next batch would overflow it or it is too old.
-    fn maybe_roll(&self, state: &mut State, incoming: u64) -> Result<()> {
+    fn maybe_roll(&self, state: &mut State, incoming: u64) -> Result<bool> {
         let segment = active(state);
         if segment.size == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let too_big = segment.size + incoming > self.config.segment_bytes;
         let too_old = SystemTime::now()
@@ -392,7 +422,7 @@ impl Partition {
         if too_big || too_old {
             self.roll(state)?;
         }
-        Ok(())
+        Ok(too_big || too_old)
     }
 
     /// Seals the active segment and starts a new one at the end offset.
