@@ -226,6 +226,54 @@ fn add_header_to_last_across_varint_size_boundaries() {
 }
 
 #[test]
+fn compacted_batches_keep_offset_gaps_and_range() {
+    for codec in CODECS {
+        let mut builder = BatchBuilder::new(codec);
+        builder
+            .push_with_offset_delta(2, 10, Some(b"a"), Some(b"1"), &[])
+            .unwrap();
+        builder
+            .push_with_offset_delta(5, 11, Some(b"b"), None, &[("h", None)])
+            .unwrap();
+        assert!(matches!(
+            builder.push_with_offset_delta(5, 12, None, None, &[]),
+            Err(BatchError::OffsetDeltaNotIncreasing {
+                previous: 5,
+                offset_delta: 5
+            })
+        ));
+        // `push` continues after the last explicit delta.
+        builder.push(13, Some(b"c"), Some(b"3"), &[]);
+        assert_eq!(builder.len(), 3);
+        let mut bytes = builder
+            .finish_with_last_offset_delta(ProducerFields::NONE, 9)
+            .unwrap();
+        set_base_offset(&mut bytes, 100);
+        let batch = Batch::new(bytes.freeze()).unwrap();
+        assert_eq!(batch.record_count(), 3);
+        assert_eq!(batch.last_offset(), 109);
+        let offsets: Vec<i64> = decode_all(&batch).iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [102, 105, 106]);
+
+        assert!(matches!(
+            builder.push_with_offset_delta(-1, 0, None, None, &[]),
+            Err(BatchError::OffsetDeltaNotIncreasing { previous: -1, .. })
+        ));
+        builder
+            .push_with_offset_delta(4, 0, None, None, &[])
+            .unwrap();
+        assert!(matches!(
+            builder.finish_with_last_offset_delta(ProducerFields::NONE, 3),
+            Err(BatchError::OffsetDeltaOutOfRange {
+                offset_delta: 4,
+                last_offset_delta: 3
+            })
+        ));
+        assert!(builder.is_empty(), "a failed finish still resets");
+    }
+}
+
+#[test]
 fn finish_resets_and_reuses_the_builder() {
     let mut builder = BatchBuilder::with_capacity(Compression::Lz4, 4096);
     assert!(matches!(
@@ -319,7 +367,9 @@ fn malformed_sections_give_specific_errors() {
     let record = decode_all(&batch).remove(0);
     assert_eq!((record.key, record.value), (None, None));
 
-    let cases: [(&[u8], i32, fn(&BatchError) -> bool); 7] = [
+    /// Records section, recordCount, expected error.
+    type Case<'a> = (&'a [u8], i32, fn(&BatchError) -> bool);
+    let cases: [Case<'_>; 7] = [
         // recordCount 2 cannot fit in 7 bytes.
         (&minimal, 2, |e| {
             matches!(
@@ -472,10 +522,10 @@ proptest! {
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = BatchHeader::parse(&bytes);
         let _ = verify_crc(&bytes);
-        if let Ok(batch) = Batch::new(Bytes::from(bytes)) {
-            if let Ok(records) = batch.records() {
-                records.for_each(drop);
-            }
+        if let Ok(batch) = Batch::new(Bytes::from(bytes))
+            && let Ok(records) = batch.records()
+        {
+            records.for_each(drop);
         }
     }
 

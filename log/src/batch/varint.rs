@@ -19,14 +19,14 @@ pub(crate) const MAX_VARLONG_LEN: usize = 10;
 #[inline]
 pub(crate) fn varint_len(value: i32) -> usize {
     let zigzag = zigzag32(value);
-    ((32 - (zigzag | 1).leading_zeros() + 6) / 7) as usize
+    (32 - (zigzag | 1).leading_zeros()).div_ceil(7) as usize
 }
 
 /// Number of bytes `value` takes as a varlong.
 #[inline]
 pub(crate) fn varlong_len(value: i64) -> usize {
     let zigzag = zigzag64(value);
-    ((64 - (zigzag | 1).leading_zeros() + 6) / 7) as usize
+    (64 - (zigzag | 1).leading_zeros()).div_ceil(7) as usize
 }
 
 /// Appends `value` as a zig-zag varint.

@@ -39,29 +39,15 @@ impl GroupCommit {
                 return Ok(());
             }
             match self.leader.try_lock() {
-                Ok(_leader) => {
+                Ok(guard) => {
+                    let _leader = Leader {
+                        guard: Some(guard),
+                        durable: &self.durable,
+                    };
                     if *self.durable.borrow() >= target {
                         return Ok(());
                     }
-                    let this = Arc::clone(partition);
-                    let synced = tokio::task::spawn_blocking(move || this.sync_blocking())
-                        .await
-                        .map_err(|e| partition.poison(format!("fsync task failed: {e}")))
-                        .and_then(|r| r);
-                    match synced {
-                        Ok(end) => {
-                            self.durable.send_if_modified(|d| {
-                                let advanced = end > *d;
-                                *d = (*d).max(end);
-                                advanced
-                            });
-                        }
-                        Err(err) => {
-                            // Wake the waiters: they retry and see the partition poisoned.
-                            self.durable.send_modify(|_| {});
-                            return Err(err);
-                        }
-                    }
+                    self.sync_as_leader(partition).await?;
                 }
                 Err(_) => {
                     if rx.changed().await.is_err() {
@@ -76,29 +62,45 @@ impl GroupCommit {
     pub async fn sync_now(&self, partition: &Arc<Partition>) -> Result<()> {
         // Waiting for the leader role (not just for the current leader's result) makes
         // sure the sync starts after this call, so it covers everything written so far.
-        let _leader = self.leader.lock().await;
-        if !partition.needs_sync() {
-            return Ok(());
+        let _leader = Leader {
+            guard: Some(self.leader.lock().await),
+            durable: &self.durable,
+        };
+        if partition.needs_sync() {
+            self.sync_as_leader(partition).await?;
         }
+        Ok(())
+    }
+
+    /// Runs one sync on the blocking pool and publishes the new durable offset. Only
+    /// the holder of the leader role calls this.
+    async fn sync_as_leader(&self, partition: &Arc<Partition>) -> Result<()> {
         let this = Arc::clone(partition);
-        let synced = tokio::task::spawn_blocking(move || this.sync_blocking())
+        let end = tokio::task::spawn_blocking(move || this.sync_blocking())
             .await
-            .map_err(|e| partition.poison(format!("fsync task failed: {e}")))
-            .and_then(|r| r);
-        match synced {
-            Ok(end) => {
-                self.durable.send_if_modified(|d| {
-                    let advanced = end > *d;
-                    *d = (*d).max(end);
-                    advanced
-                });
-                Ok(())
-            }
-            Err(err) => {
-                self.durable.send_modify(|_| {});
-                Err(err)
-            }
-        }
+            .map_err(|e| partition.poison(format!("fsync task failed: {e}")))??;
+        self.durable.send_if_modified(|d| {
+            let advanced = end > *d;
+            *d = (*d).max(end);
+            advanced
+        });
+        Ok(())
+    }
+}
+
+/// The leader role. Giving it up (also by cancellation or error) wakes every waiter,
+/// even if the durable offset did not move: a waiter that found the role taken must get
+/// the chance to take it, or it would sleep forever.
+struct Leader<'a> {
+    guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+    durable: &'a watch::Sender<i64>,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        // Release first, then notify: a woken waiter must find the role free.
+        self.guard.take();
+        self.durable.send_modify(|_| {});
     }
 }
 

@@ -195,10 +195,7 @@ impl Partition {
         bytes: BytesMut,
         producer: Option<(ProducerId, Position)>,
     ) -> Result<AppendOutcome> {
-        let this = Arc::clone(self);
-        let (outcome, rolled) = tokio::task::spawn_blocking(move || this.append_blocking(bytes, producer))
-            .await
-            .map_err(|e| self.poison(format!("append task failed: {e}")))??;
+        let (outcome, rolled) = self.append_blocking(bytes, producer)?;
         match (self.config.fsync, &outcome) {
             (FsyncPolicy::Always, AppendOutcome::Appended { last_offset, .. }) => {
                 self.group_commit.wait_durable(self, last_offset + 1).await?;
