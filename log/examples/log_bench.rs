@@ -46,7 +46,10 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        let number = |v: String| v.parse::<u64>().unwrap_or_else(|_| usage(&format!("{v} is not a number")));
+        let number = |v: String| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| usage(&format!("{v} is not a number")))
+        };
         match flag.as_str() {
             "--records" => args.records = number(value()),
             "--record-bytes" => args.record_bytes = number(value()) as usize,
@@ -92,7 +95,13 @@ async fn main() {
         let _ = std::fs::remove_dir_all(&log_dir);
         let log = Log::open(LogConfig::new(&log_dir)).await.expect("open log");
         let topic = log
-            .create_topic("bench", TopicConfig { fsync: FsyncPolicy::Never, ..TopicConfig::default() })
+            .create_topic(
+                "bench",
+                TopicConfig {
+                    fsync: FsyncPolicy::Never,
+                    ..TopicConfig::default()
+                },
+            )
             .await
             .expect("create topic");
         let partition = Arc::clone(topic.partition(0).expect("partition 0"));
@@ -221,7 +230,13 @@ async fn group_commit(args: &Args) {
     let _ = std::fs::remove_dir_all(&dir);
     let log = Log::open(LogConfig::new(&dir)).await.expect("open log");
     let topic = log
-        .create_topic("durable", TopicConfig { fsync: FsyncPolicy::Always, ..TopicConfig::default() })
+        .create_topic(
+            "durable",
+            TopicConfig {
+                fsync: FsyncPolicy::Always,
+                ..TopicConfig::default()
+            },
+        )
         .await
         .expect("create topic");
     let partition = Arc::clone(topic.partition(0).expect("partition 0"));

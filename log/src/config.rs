@@ -220,7 +220,10 @@ mod tests {
             ..TopicConfig::compacted()
         };
         let json = serde_json::to_string(&config).unwrap();
-        assert!(json.contains(r#""fsync":{"policy":"interval","interval":250}"#), "{json}");
+        assert!(
+            json.contains(r#""fsync":{"policy":"interval","interval":250}"#),
+            "{json}"
+        );
         let back: TopicConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, config);
     }

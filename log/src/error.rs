@@ -56,9 +56,7 @@ pub enum LogError {
     #[error("invalid settings for topic `{topic}`: {reason}")]
     InvalidTopicConfig { topic: String, reason: String },
 
-    #[error(
-        "offset {offset} is out of range for `{topic}/{partition}`: the log holds offsets {start}..{end}"
-    )]
+    #[error("offset {offset} is out of range for `{topic}/{partition}`: the log holds offsets {start}..{end}")]
     OffsetOutOfRange {
         topic: String,
         partition: u32,
@@ -77,9 +75,7 @@ pub enum LogError {
 
     /// A write or fsync failed part-way; the partition refuses writes until the log is reopened
     /// (reopening runs recovery, which finds out what actually reached the disk).
-    #[error(
-        "partition `{topic}/{partition}` is read-only after a failed write: {reason}; reopen the log to recover"
-    )]
+    #[error("partition `{topic}/{partition}` is read-only after a failed write: {reason}; reopen the log to recover")]
     Poisoned {
         topic: String,
         partition: u32,
@@ -113,6 +109,7 @@ fn io_hint(err: &io::Error) -> &'static str {
         Some(122) => " (disk quota exceeded)",
         Some(13) | Some(1) => " (permission denied: check the owner and mode of the data directory)",
         Some(30) => " (read-only file system)",
+        Some(27) => " (the file-size limit of this process was reached: check `ulimit -f`)",
         _ => "",
     }
 }

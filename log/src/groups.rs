@@ -188,7 +188,10 @@ fn apply(map: &mut HashMap<Key, CommittedOffset>, record: &StoredRecord) {
             Some(committed) => {
                 map.insert(key, committed);
             }
-            None => tracing::warn!(offset = record.offset, "Skipping an unreadable value in {GROUPS_TOPIC}."),
+            None => tracing::warn!(
+                offset = record.offset,
+                "Skipping an unreadable value in {GROUPS_TOPIC}."
+            ),
         },
     }
 }

@@ -27,11 +27,7 @@ impl OffsetIndex {
     /// Records that the batch starting at `offset` begins at byte `position`.
     pub fn push(&mut self, offset: i64, position: u32) {
         let relative = (offset - self.base_offset) as u32;
-        if self
-            .entries
-            .last()
-            .is_none_or(|&(o, p)| relative > o && position > p)
-        {
+        if self.entries.last().is_none_or(|&(o, p)| relative > o && position > p) {
             self.entries.push((relative, position));
         }
     }
@@ -62,7 +58,7 @@ impl OffsetIndex {
     /// Loads an index file's bytes; `None` when they cannot belong to a log file of
     /// `log_size` bytes (wrong length, not strictly increasing, or pointing past the end).
     pub fn decode(bytes: &[u8], base_offset: i64, log_size: u64) -> Option<OffsetIndex> {
-        if bytes.len() % Self::ENTRY_LEN != 0 {
+        if !bytes.len().is_multiple_of(Self::ENTRY_LEN) {
             return None;
         }
         let mut index = OffsetIndex::new(base_offset);
@@ -104,11 +100,7 @@ impl TimeIndex {
     /// Records that the batch at `offset` raised the segment's largest timestamp to `timestamp`.
     pub fn push(&mut self, timestamp: i64, offset: i64) {
         let relative = (offset - self.base_offset) as u32;
-        if self
-            .entries
-            .last()
-            .is_none_or(|&(t, o)| timestamp > t && relative >= o)
-        {
+        if self.entries.last().is_none_or(|&(t, o)| timestamp > t && relative >= o) {
             self.entries.push((timestamp, relative));
         }
     }
@@ -142,7 +134,7 @@ impl TimeIndex {
     /// Loads a time index file's bytes; `None` when they are not strictly increasing or
     /// point at offsets beyond `next_offset`.
     pub fn decode(bytes: &[u8], base_offset: i64, next_offset: i64) -> Option<TimeIndex> {
-        if bytes.len() % Self::ENTRY_LEN != 0 {
+        if !bytes.len().is_multiple_of(Self::ENTRY_LEN) {
             return None;
         }
         let mut index = TimeIndex::new(base_offset);

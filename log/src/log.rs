@@ -26,7 +26,7 @@ use crate::config::{CleanupPolicy, FsyncPolicy, LogConfig, TopicConfig};
 use crate::error::{IoContext, LogError, Result};
 use crate::fsutil;
 use crate::groups::{ConsumerGroups, GROUPS_TOPIC};
-use crate::partition::{now_ms, Partition};
+use crate::partition::{Partition, now_ms};
 
 /// A topic: a name, its settings, and its partitions.
 #[derive(Debug)]
@@ -50,11 +50,13 @@ impl Topic {
     }
 
     pub fn partition(&self, id: u32) -> Result<&Arc<Partition>> {
-        self.partitions.get(id as usize).ok_or_else(|| LogError::UnknownPartition {
-            topic: self.name.clone(),
-            partition: id,
-            partitions: self.partitions.len() as u32,
-        })
+        self.partitions
+            .get(id as usize)
+            .ok_or_else(|| LogError::UnknownPartition {
+                topic: self.name.clone(),
+                partition: id,
+                partitions: self.partitions.len() as u32,
+            })
     }
 }
 
@@ -127,7 +129,9 @@ impl Log {
                 match self.create_topic(topic, self.inner.config.default_topic.clone()).await {
                     Ok(created) => created,
                     // Another task created it meanwhile.
-                    Err(LogError::TopicExists(_)) => self.topic(topic).ok_or_else(|| LogError::UnknownTopic(topic.into()))?,
+                    Err(LogError::TopicExists(_)) => {
+                        self.topic(topic).ok_or_else(|| LogError::UnknownTopic(topic.into()))?
+                    }
                     Err(err) => return Err(err),
                 }
             }

@@ -124,10 +124,7 @@ impl Segment {
         let size = file.metadata().ctx("stat", &path)?.len();
         let created = file_created(&file);
         if let Some(segment) = Segment::from_index_files(dir, base_offset, &path, &file, size)? {
-            return Ok(Segment {
-                created,
-                ..segment
-            });
+            return Ok(Segment { created, ..segment });
         }
         tracing::info!(segment = %path.display(), "Rebuilding the indexes of a sealed segment.");
         let mut segment = Segment::empty(dir, base_offset, path.clone(), file, created);
@@ -237,13 +234,7 @@ impl Segment {
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
     }
 
-    fn from_index_files(
-        dir: &Path,
-        base_offset: i64,
-        path: &Path,
-        file: &File,
-        size: u64,
-    ) -> Result<Option<Segment>> {
+    fn from_index_files(dir: &Path, base_offset: i64, path: &Path, file: &File, size: u64) -> Result<Option<Segment>> {
         let (Some(index_bytes), Some(time_bytes)) = (
             read_optional(&index_path(dir, base_offset))?,
             read_optional(&time_index_path(dir, base_offset))?,
@@ -262,8 +253,7 @@ impl Segment {
             return Ok(None);
         }
         let next_offset = if size == 0 { base_offset } else { next_offset };
-        let Some(time_index) = TimeIndex::decode(&time_bytes, base_offset, next_offset.max(base_offset + 1))
-        else {
+        let Some(time_index) = TimeIndex::decode(&time_bytes, base_offset, next_offset.max(base_offset + 1)) else {
             return Ok(None);
         };
         let max_timestamp = time_index.max_timestamp().unwrap_or(i64::MIN);
@@ -299,7 +289,12 @@ impl Segment {
             }
             let head = match reader.bytes_at(position, BATCH_HEADER_LEN)? {
                 Some(head) => head,
-                None => break Some(format!("{} trailing bytes are too few for a batch header", file_bytes - position)),
+                None => {
+                    break Some(format!(
+                        "{} trailing bytes are too few for a batch header",
+                        file_bytes - position
+                    ));
+                }
             };
             let header = match BatchHeader::parse(&head) {
                 Ok(header) => header,
@@ -310,7 +305,10 @@ impl Segment {
                 break Some(format!("batch claims {len} bytes"));
             }
             if header.partition_leader_epoch != 0 {
-                break Some(format!("unexpected partition leader epoch {}", header.partition_leader_epoch));
+                break Some(format!(
+                    "unexpected partition leader epoch {}",
+                    header.partition_leader_epoch
+                ));
             }
             let offsets_ok = match continuity {
                 Continuity::Dense => header.base_offset == expected,
@@ -379,7 +377,9 @@ pub(crate) fn read_batches(
             let header = BatchHeader::parse(&buf[offset..]).map_err(|e| corrupt(e.to_string()))?;
             let len = header.total_len();
             if position + (offset + len) as u64 > end {
-                return Err(corrupt(format!("batch of {len} bytes runs past the end of the valid data")));
+                return Err(corrupt(format!(
+                    "batch of {len} bytes runs past the end of the valid data"
+                )));
             }
             if header.base_offset >= max_offset {
                 return Ok((batches, collected));
@@ -465,7 +465,11 @@ fn last_batch_end(file: &File, mut position: u64, size: u64) -> Result<Option<i6
         position += header.total_len() as u64;
         next = Some(header.next_offset());
     }
-    Ok(if position == size { next.or(Some(i64::MIN)) } else { None })
+    Ok(if position == size {
+        next.or(Some(i64::MIN))
+    } else {
+        None
+    })
 }
 
 /// Sequential reader over a segment file that hands out `Bytes` without re-reading.

@@ -1,5 +1,7 @@
 //! Behaviour of topics and partitions through the public API, on real files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,13 +50,21 @@ async fn offsets_are_dense_and_survive_reopen_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
     let topic = log
-        .create_topic("orders", TopicConfig { partitions: 2, ..small_segments() })
+        .create_topic(
+            "orders",
+            TopicConfig {
+                partitions: 2,
+                ..small_segments()
+            },
+        )
         .await
         .unwrap();
     let p0 = Arc::clone(topic.partition(0).unwrap());
     let mut expected = Vec::new();
     for i in 0..200 {
-        let values: Vec<String> = (0..3).map(|j| format!("value-{i}-{j}-{}", "x".repeat(i % 50))).collect();
+        let values: Vec<String> = (0..3)
+            .map(|j| format!("value-{i}-{j}-{}", "x".repeat(i % 50)))
+            .collect();
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         let outcome = append_values(&p0, &refs, 1_000 + i as i64).await;
         assert_eq!(outcome.base_offset(), Some(3 * i as i64));
@@ -62,7 +72,11 @@ async fn offsets_are_dense_and_survive_reopen_across_segments() {
             expected.push((3 * i as i64 + j as i64, v));
         }
     }
-    assert!(p0.segment_count() > 5, "segments rolled on size: {}", p0.segment_count());
+    assert!(
+        p0.segment_count() > 5,
+        "segments rolled on size: {}",
+        p0.segment_count()
+    );
     assert_eq!(p0.end_offset(), 600);
     assert_eq!(read_all(&p0, 0).await, expected);
     // A read from the middle of a batch returns records from that offset on.
@@ -102,7 +116,18 @@ async fn reads_respect_the_byte_limit_but_return_at_least_one_batch() {
     // At the end: empty; past the end or before the start: an error naming the range.
     assert!(p.read(4, 100).await.unwrap().is_empty());
     let err = p.read(5, 100).await.unwrap_err();
-    assert!(matches!(err, LogError::OffsetOutOfRange { offset: 5, start: 0, end: 4, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LogError::OffsetOutOfRange {
+                offset: 5,
+                start: 0,
+                end: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -145,9 +170,15 @@ async fn compressed_batches_round_trip() {
     let records: Vec<_> = fetch.records().map(Result::unwrap).collect();
     assert_eq!(records.len(), 300);
     assert_eq!(records[150].offset, 150);
-    assert_eq!(records[150].value.as_deref(), Some(&b"{\"id\":50,\"name\":\"customer 50\"}"[..]));
+    assert_eq!(
+        records[150].value.as_deref(),
+        Some(&b"{\"id\":50,\"name\":\"customer 50\"}"[..])
+    );
     assert_eq!(records[150].headers[0].key, "h");
-    assert!(fetch.batches()[0].bytes().len() < fetch.batches()[2].bytes().len(), "zstd batch is smaller");
+    assert!(
+        fetch.batches()[0].bytes().len() < fetch.batches()[2].bytes().len(),
+        "zstd batch is smaller"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +230,10 @@ async fn long_poll_wakes_on_append_and_times_out_otherwise() {
     let started = std::time::Instant::now();
     append_values(&p, &["wake"], 1).await;
     let fetch = reader.await.unwrap().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(10), "woken by the append, not the timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by the append, not the timeout"
+    );
     assert_eq!(fetch.records().count(), 1);
 }
 
@@ -207,7 +241,10 @@ async fn long_poll_wakes_on_append_and_times_out_otherwise() {
 async fn producer_positions_refuse_replays_and_survive_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let producer = ProducerId::from_name("file-source");
-    let config = TopicConfig { fsync: FsyncPolicy::Always, ..small_segments() };
+    let config = TopicConfig {
+        fsync: FsyncPolicy::Always,
+        ..small_segments()
+    };
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
     let p = Arc::clone(log.create_topic("cdc", config).await.unwrap().partition(0).unwrap());
     for lsn in 1..=50u64 {
@@ -226,7 +263,10 @@ async fn producer_positions_refuse_replays_and_survive_restarts() {
         .append_with_position(&mut batch, producer, Position::from_parts(&[50, 0]))
         .await
         .unwrap();
-    assert!(matches!(outcome, AppendOutcome::AlreadyWritten { ref last } if last.last_offset == 49), "{outcome:?}");
+    assert!(
+        matches!(outcome, AppendOutcome::AlreadyWritten { ref last } if last.last_offset == 49),
+        "{outcome:?}"
+    );
     // Drop without close: recovery rebuilds positions from the snapshot and the tail.
     drop(p);
     drop(log);
@@ -248,10 +288,17 @@ async fn producer_positions_refuse_replays_and_survive_restarts() {
     let other = ProducerId::from_name("other");
     let mut batch = BatchBuilder::new(Compression::None);
     batch.push(1, None, Some(b"x"), &[]);
-    let outcome = p.append_with_position(&mut batch, other, Position::from_u64(1)).await.unwrap();
+    let outcome = p
+        .append_with_position(&mut batch, other, Position::from_u64(1))
+        .await
+        .unwrap();
     assert_eq!(outcome.base_offset(), Some(50));
     let record = p.read(50, 1024).await.unwrap().records().next().unwrap().unwrap();
-    let header = record.headers.iter().find(|h| h.key == plexus_log::POSITION_HEADER).unwrap();
+    let header = record
+        .headers
+        .iter()
+        .find(|h| h.key == plexus_log::POSITION_HEADER)
+        .unwrap();
     assert_eq!(header.value.as_deref(), Some(&1u64.to_be_bytes()[..]));
 }
 
@@ -259,7 +306,10 @@ async fn producer_positions_refuse_replays_and_survive_restarts() {
 async fn group_commit_makes_concurrent_appends_durable_and_visible() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
-    let config = TopicConfig { fsync: FsyncPolicy::Always, ..TopicConfig::default() };
+    let config = TopicConfig {
+        fsync: FsyncPolicy::Always,
+        ..TopicConfig::default()
+    };
     let p = Arc::clone(log.create_topic("durable", config).await.unwrap().partition(0).unwrap());
     let mut tasks = Vec::new();
     for writer in 0..8 {
@@ -287,10 +337,18 @@ async fn interval_and_never_policies_persist_across_close() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
     let interval = TopicConfig {
-        fsync: FsyncPolicy::Interval { interval: Duration::from_millis(20) },
+        fsync: FsyncPolicy::Interval {
+            interval: Duration::from_millis(20),
+        },
         ..TopicConfig::default()
     };
-    let p = Arc::clone(log.create_topic("interval", interval).await.unwrap().partition(0).unwrap());
+    let p = Arc::clone(
+        log.create_topic("interval", interval)
+            .await
+            .unwrap()
+            .partition(0)
+            .unwrap(),
+    );
     append_values(&p, &["a", "b"], 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let recovery_point = std::fs::read_to_string(dir.path().join("topics/interval/0/recovery-point"));
@@ -305,7 +363,10 @@ async fn interval_and_never_policies_persist_across_close() {
 async fn topics_are_created_on_first_write_only_when_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
-    assert!(matches!(log.partition("missing", 0).await, Err(LogError::UnknownTopic(_))));
+    assert!(matches!(
+        log.partition("missing", 0).await,
+        Err(LogError::UnknownTopic(_))
+    ));
     log.close().await.unwrap();
 
     let mut config = LogConfig::new(dir.path());
@@ -328,19 +389,34 @@ async fn bad_names_settings_and_duplicates_are_refused() {
         assert!(matches!(err, LogError::InvalidTopicName { .. }), "{name}: {err}");
     }
     log.create_topic("ok", TopicConfig::default()).await.unwrap();
-    assert!(matches!(log.create_topic("ok", TopicConfig::default()).await, Err(LogError::TopicExists(_))));
+    assert!(matches!(
+        log.create_topic("ok", TopicConfig::default()).await,
+        Err(LogError::TopicExists(_))
+    ));
     let err = log
-        .create_topic("bad", TopicConfig { segment_bytes: 0, ..TopicConfig::default() })
+        .create_topic(
+            "bad",
+            TopicConfig {
+                segment_bytes: 0,
+                ..TopicConfig::default()
+            },
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("segment_bytes"), "{err}");
     // A batch over the limit is refused with its size.
     let p = Arc::clone(
-        log.create_topic("small", TopicConfig { max_batch_bytes: 1024, ..TopicConfig::default() })
-            .await
-            .unwrap()
-            .partition(0)
-            .unwrap(),
+        log.create_topic(
+            "small",
+            TopicConfig {
+                max_batch_bytes: 1024,
+                ..TopicConfig::default()
+            },
+        )
+        .await
+        .unwrap()
+        .partition(0)
+        .unwrap(),
     );
     let mut batch = BatchBuilder::new(Compression::None);
     batch.push(1, None, Some(&[0u8; 2000]), &[]);
@@ -357,7 +433,9 @@ async fn a_data_directory_is_locked_while_open() {
     assert!(matches!(err, LogError::DataDirLocked { .. }));
     assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
     log.close().await.unwrap();
-    Log::open(LogConfig::new(dir.path())).await.expect("lock released on close");
+    Log::open(LogConfig::new(dir.path()))
+        .await
+        .expect("lock released on close");
 }
 
 #[tokio::test]
@@ -440,14 +518,23 @@ async fn compaction_keeps_the_latest_value_per_key_without_changing_offsets() {
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
     let config = TopicConfig {
         delete_retention: Duration::from_secs(60),
-        ..TopicConfig { segment_bytes: 2048, index_interval_bytes: 128, max_batch_bytes: 2048, ..TopicConfig::compacted() }
+        ..TopicConfig {
+            segment_bytes: 2048,
+            index_interval_bytes: 128,
+            max_batch_bytes: 2048,
+            ..TopicConfig::compacted()
+        }
     };
     let p = Arc::clone(log.create_topic("state", config).await.unwrap().partition(0).unwrap());
     let now = plexus_now();
     let mut latest = std::collections::BTreeMap::new();
     // 10 keys updated 30 times each; key 3 deleted recently, key 4 deleted long ago.
     for round in 0..30 {
-        let mut batch = BatchBuilder::new(if round % 2 == 0 { Compression::Zstd } else { Compression::None });
+        let mut batch = BatchBuilder::new(if round % 2 == 0 {
+            Compression::Zstd
+        } else {
+            Compression::None
+        });
         for key in 0..10 {
             let k = format!("key-{key}");
             let v = format!("{key}@{round}");
@@ -494,7 +581,11 @@ async fn compaction_keeps_the_latest_value_per_key_without_changing_offsets() {
         records.extend(fetch.records().map(Result::unwrap));
         offset = fetch.next_offset();
     }
-    assert_eq!(records.len(), latest.len(), "one record per live key, the tombstone of key-3 kept");
+    assert_eq!(
+        records.len(),
+        latest.len(),
+        "one record per live key, the tombstone of key-3 kept"
+    );
     assert_eq!(check(records), latest);
     // Reading from an offset that compaction removed moves on to the next record.
     let fetch = p.read(5, 4096).await.unwrap();
@@ -526,13 +617,19 @@ async fn compaction_keeps_the_latest_value_per_key_without_changing_offsets() {
 async fn producer_positions_are_kept_by_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
-    let config = TopicConfig { segment_bytes: 1024, max_batch_bytes: 1024, ..TopicConfig::compacted() };
+    let config = TopicConfig {
+        segment_bytes: 1024,
+        max_batch_bytes: 1024,
+        ..TopicConfig::compacted()
+    };
     let p = Arc::clone(log.create_topic("cc", config).await.unwrap().partition(0).unwrap());
     let producer = ProducerId::from_name("src");
     for i in 0..40u64 {
         let mut batch = BatchBuilder::new(Compression::None);
         batch.push(1, Some(b"same-key"), Some(&[b'x'; 100]), &[]);
-        p.append_with_position(&mut batch, producer, Position::from_u64(i)).await.unwrap();
+        p.append_with_position(&mut batch, producer, Position::from_u64(i))
+            .await
+            .unwrap();
     }
     p.roll_now().unwrap();
     p.flush().await.unwrap();
@@ -542,6 +639,12 @@ async fn producer_positions_are_kept_by_compaction() {
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
     let p = Arc::clone(log.topic("cc").unwrap().partition(0).unwrap());
     assert_eq!(p.producer_position(producer).unwrap().position, Position::from_u64(39));
-    let values: Vec<Bytes> = p.read(0, 1 << 20).await.unwrap().records().map(|r| r.unwrap().value.unwrap()).collect();
+    let values: Vec<Bytes> = p
+        .read(0, 1 << 20)
+        .await
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap().value.unwrap())
+        .collect();
     assert_eq!(values.len(), 1);
 }

@@ -5,8 +5,7 @@ use bytes::{BufMut, BytesMut};
 use super::header::seal_crc;
 use super::varint::{put_varint, put_varlong, read_varint, read_varlong, varint_len, varlong_len};
 use super::{
-    BATCH_HEADER_LEN, BatchError, BatchHeader, Compression, LOG_OVERHEAD, MAGIC, Record,
-    compression::Compressors,
+    BATCH_HEADER_LEN, BatchError, BatchHeader, Compression, LOG_OVERHEAD, MAGIC, Record, compression::Compressors,
 };
 
 /// Fields the log fills in when it seals a batch.
@@ -185,19 +184,16 @@ impl BatchBuilder {
             .header_count
             .checked_add(1)
             .ok_or(BatchError::Malformed("too many record headers"))?;
-        let old_body_len = usize::try_from(body_len)
-            .map_err(|_| BatchError::Malformed("builder record length corrupt"))?;
+        let old_body_len =
+            usize::try_from(body_len).map_err(|_| BatchError::Malformed("builder record length corrupt"))?;
         let new_body_len = check_len(
             "record",
-            old_body_len - varint_len(last.header_count)
-                + varint_len(new_count)
-                + header_len(key, Some(value)),
+            old_body_len - varint_len(last.header_count) + varint_len(new_count) + header_len(key, Some(value)),
         )?;
 
         // The length prefix may change size, so the body moves: stage it in scratch.
         self.scratch.clear();
-        self.scratch
-            .put_slice(&self.buf[body_start..header_count_pos]);
+        self.scratch.put_slice(&self.buf[body_start..header_count_pos]);
         put_varint(&mut self.scratch, new_count);
         self.scratch.put_slice(&self.buf[headers_start..]);
         put_header(&mut self.scratch, key, Some(value));
@@ -250,11 +246,7 @@ impl BatchBuilder {
         result
     }
 
-    fn seal(
-        &mut self,
-        producer: ProducerFields,
-        last_offset_delta: i32,
-    ) -> Result<BytesMut, BatchError> {
+    fn seal(&mut self, producer: ProducerFields, last_offset_delta: i32) -> Result<BytesMut, BatchError> {
         if let Some((what, len)) = self.oversized {
             return Err(BatchError::TooLarge { what, len });
         }
@@ -268,9 +260,7 @@ impl BatchBuilder {
         let mut batch = match self.compression {
             // The header room is already in place: hand over the buffer itself.
             Compression::None => self.buf.split(),
-            codec => self
-                .compressors
-                .compress(codec, &self.buf[BATCH_HEADER_LEN..])?,
+            codec => self.compressors.compress(codec, &self.buf[BATCH_HEADER_LEN..])?,
         };
         let batch_length = check_len("record batch", batch.len() - LOG_OVERHEAD)?;
         let header = BatchHeader {
@@ -320,9 +310,7 @@ impl BatchBuilder {
             self.oversized = Some(("record count", self.count.saturating_add(1)));
             return;
         };
-        if let Err(BatchError::TooLarge { what, len }) =
-            self.encode(offset_delta, timestamp, key, value, headers)
-        {
+        if let Err(BatchError::TooLarge { what, len }) = self.encode(offset_delta, timestamp, key, value, headers) {
             self.oversized = Some((what, len));
         }
     }
@@ -360,11 +348,8 @@ impl BatchBuilder {
         check_len("record headers", headers_len)?;
         // At least 2 bytes per header, so the count fits once the length does.
         let header_count = check_len("record headers", header_count)?;
-        let header_count_at = 1
-            + varlong_len(timestamp_delta)
-            + varint_len(offset_delta)
-            + bytes_field_len(key)
-            + bytes_field_len(value);
+        let header_count_at =
+            1 + varlong_len(timestamp_delta) + varint_len(offset_delta) + bytes_field_len(key) + bytes_field_len(value);
         let body_len = header_count_at + varint_len(header_count) + headers_len;
         let body_len_i32 = check_len("record", body_len)?;
 
@@ -436,8 +421,7 @@ impl BatchBuilder {
             pos += 1;
             let old_delta = read_varlong(records, &mut pos)?;
             let new_delta = old_delta.wrapping_add(shift);
-            let new_body_len =
-                body_end - attributes_at - varlong_len(old_delta) + varlong_len(new_delta);
+            let new_body_len = body_end - attributes_at - varlong_len(old_delta) + varlong_len(new_delta);
             put_varint(&mut self.scratch, check_len("record", new_body_len)?);
             self.scratch.put_u8(records[attributes_at]);
             put_varlong(&mut self.scratch, new_delta);

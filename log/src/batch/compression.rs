@@ -113,11 +113,7 @@ impl Compressors {
     /// `BATCH_HEADER_LEN` zero bytes for the header.
     ///
     /// `Compression::None` copies the records.
-    pub(crate) fn compress(
-        &mut self,
-        compression: Compression,
-        records: &[u8],
-    ) -> Result<BytesMut, BatchError> {
+    pub(crate) fn compress(&mut self, compression: Compression, records: &[u8]) -> Result<BytesMut, BatchError> {
         match compression {
             Compression::None => {
                 let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + records.len());
@@ -150,18 +146,14 @@ impl Compressors {
         out.put_bytes(0, BATCH_HEADER_LEN);
         *encoder.get_mut().get_mut() = out;
         encoder.write_all(records).map_err(BatchError::Compress)?;
-        encoder
-            .try_finish()
-            .map_err(|err| BatchError::Compress(err.into()))?;
+        encoder.try_finish().map_err(|err| BatchError::Compress(err.into()))?;
         Ok(std::mem::take(encoder.get_mut().get_mut()))
     }
 
     fn compress_zstd(&mut self, records: &[u8]) -> Result<BytesMut, BatchError> {
         let compressor = match &mut self.zstd {
             Some(compressor) => compressor,
-            none => {
-                none.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(BatchError::Compress)?)
-            }
+            none => none.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(BatchError::Compress)?),
         };
         let bound = zstd::zstd_safe::compress_bound(records.len());
         let mut out = Vec::with_capacity(BATCH_HEADER_LEN + bound);
@@ -182,14 +174,9 @@ pub(crate) fn decompress(compression: Compression, section: &[u8]) -> Result<Vec
     let limit = max_decompressed_len(section.len());
     match compression {
         Compression::None => Ok(section.to_vec()),
-        Compression::Lz4 => read_bounded(
-            FrameDecoder::new(section),
-            section.len().saturating_mul(2),
-            limit,
-        ),
+        Compression::Lz4 => read_bounded(FrameDecoder::new(section), section.len().saturating_mul(2), limit),
         Compression::Zstd => {
-            let mut decoder = zstd::stream::read::Decoder::with_buffer(section)
-                .map_err(BatchError::Decompress)?;
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(section).map_err(BatchError::Decompress)?;
             decoder
                 .window_log_max(ZSTD_WINDOW_LOG_MAX)
                 .map_err(BatchError::Decompress)?;
@@ -209,10 +196,7 @@ pub(crate) fn decompress(compression: Compression, section: &[u8]) -> Result<Vec
 fn read_bounded(reader: impl Read, hint: usize, limit: usize) -> Result<Vec<u8>, BatchError> {
     let mut out = Vec::with_capacity(hint.min(limit));
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    reader
-        .take(cap)
-        .read_to_end(&mut out)
-        .map_err(BatchError::Decompress)?;
+    reader.take(cap).read_to_end(&mut out).map_err(BatchError::Decompress)?;
     if out.len() > limit {
         return Err(BatchError::DecompressedTooLarge { limit });
     }
@@ -231,9 +215,7 @@ mod tests {
     use super::*;
 
     fn sample_records() -> Vec<u8> {
-        (0..200_000u32)
-            .flat_map(|i| (i % 251).to_le_bytes())
-            .collect()
+        (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect()
     }
 
     #[test]
@@ -270,9 +252,7 @@ mod tests {
     #[test]
     fn lz4_frame_is_kafka_style() {
         let mut compressors = Compressors::default();
-        let out = compressors
-            .compress(Compression::Lz4, b"hello hello hello")
-            .unwrap();
+        let out = compressors.compress(Compression::Lz4, b"hello hello hello").unwrap();
         let frame = &out[BATCH_HEADER_LEN..];
         assert_eq!(frame[..4], 0x184D_2204u32.to_le_bytes());
         // FLG: version 01, independent blocks, no checksums, no content size.
@@ -297,20 +277,13 @@ mod tests {
         ));
         assert_eq!(max_decompressed_len(1 << 20), 255 << 20);
 
-        let out = compressors
-            .compress(Compression::Lz4, &zeros[..5000])
-            .unwrap();
+        let out = compressors.compress(Compression::Lz4, &zeros[..5000]).unwrap();
         let frame = &out[BATCH_HEADER_LEN..];
         assert!(matches!(
             read_bounded(FrameDecoder::new(frame), 0, 4999),
             Err(BatchError::DecompressedTooLarge { limit: 4999 })
         ));
-        assert_eq!(
-            read_bounded(FrameDecoder::new(frame), 0, 5000)
-                .unwrap()
-                .len(),
-            5000
-        );
+        assert_eq!(read_bounded(FrameDecoder::new(frame), 0, 5000).unwrap().len(), 5000);
     }
 
     #[test]

@@ -19,21 +19,15 @@ pub enum BatchError {
     },
 
     /// The magic byte is not 2; older message formats are not supported.
-    #[error(
-        "unsupported record batch magic {0}: only magic 2 (Kafka record batch v2) is supported"
-    )]
+    #[error("unsupported record batch magic {0}: only magic 2 (Kafka record batch v2) is supported")]
     BadMagic(i8),
 
     /// The `batchLength` field is smaller than the rest of the fixed header.
-    #[error(
-        "invalid record batch length {0}: must be at least 49 (the fixed header after the length field)"
-    )]
+    #[error("invalid record batch length {0}: must be at least 49 (the fixed header after the length field)")]
     BadLength(i32),
 
     /// The buffer holds more bytes than the `batchLength` field declares.
-    #[error(
-        "record batch length mismatch: the header declares {declared} bytes in total, the buffer holds {actual}"
-    )]
+    #[error("record batch length mismatch: the header declares {declared} bytes in total, the buffer holds {actual}")]
     LengthMismatch {
         /// Total length derived from `batchLength`.
         declared: usize,
@@ -42,9 +36,7 @@ pub enum BatchError {
     },
 
     /// The stored CRC-32C does not match the bytes: the batch is corrupt.
-    #[error(
-        "record batch CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}; the batch is corrupt"
-    )]
+    #[error("record batch CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x}; the batch is corrupt")]
     CrcMismatch {
         /// CRC in the header.
         stored: u32,
@@ -80,9 +72,7 @@ pub enum BatchError {
     Compress(#[source] std::io::Error),
 
     /// The records section decompresses to more than the allowed bound.
-    #[error(
-        "the records section decompresses to more than {limit} bytes; refusing it as a likely decompression bomb"
-    )]
+    #[error("the records section decompresses to more than {limit} bytes; refusing it as a likely decompression bomb")]
     DecompressedTooLarge {
         /// The bound that was exceeded (see [`super::max_decompressed_len`]).
         limit: usize,
@@ -116,9 +106,7 @@ pub enum BatchError {
     },
 
     /// A record's fields do not consume exactly its declared length.
-    #[error(
-        "record length mismatch: the record declares {declared} bytes but its fields take {consumed}"
-    )]
+    #[error("record length mismatch: the record declares {declared} bytes but its fields take {consumed}")]
     RecordLengthMismatch {
         /// The record's length prefix.
         declared: usize,
@@ -127,9 +115,7 @@ pub enum BatchError {
     },
 
     /// A record's offset delta lies outside `0..=lastOffsetDelta`.
-    #[error(
-        "record offset delta {offset_delta} lies outside the batch's range 0..={last_offset_delta}"
-    )]
+    #[error("record offset delta {offset_delta} lies outside the batch's range 0..={last_offset_delta}")]
     OffsetDeltaOutOfRange {
         /// The record's `offsetDelta`.
         offset_delta: i32,

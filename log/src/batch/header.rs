@@ -127,8 +127,7 @@ impl BatchHeader {
     /// Offset of the last record: `base_offset + last_offset_delta`
     /// (saturating, so a hostile base offset cannot overflow).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset
-            .saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Offset the next batch starts at: `last_offset + 1` (saturating).
@@ -325,14 +324,8 @@ mod tests {
         verify_crc(&batch).unwrap();
         assert_eq!(BatchHeader::parse(&batch).unwrap().base_offset, 1_000_000);
         batch[40] ^= 0x01;
-        assert!(matches!(
-            verify_crc(&batch),
-            Err(BatchError::CrcMismatch { .. })
-        ));
-        assert!(matches!(
-            verify_crc(&batch[..30]),
-            Err(BatchError::Truncated { .. })
-        ));
+        assert!(matches!(verify_crc(&batch), Err(BatchError::CrcMismatch { .. })));
+        assert!(matches!(verify_crc(&batch[..30]), Err(BatchError::Truncated { .. })));
         let mut short = [1u8; 4];
         set_base_offset(&mut short, 9);
         assert_eq!(short, [1u8; 4]);

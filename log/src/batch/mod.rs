@@ -34,9 +34,7 @@ mod tests;
 use bytes::Bytes;
 
 pub use builder::{BatchBuilder, ProducerFields};
-pub use compression::{
-    Compression, MAX_COMPRESSION_RATIO, MIN_DECOMPRESSED_LIMIT, max_decompressed_len,
-};
+pub use compression::{Compression, MAX_COMPRESSION_RATIO, MIN_DECOMPRESSED_LIMIT, max_decompressed_len};
 pub use error::BatchError;
 pub use header::{BatchHeader, set_base_offset, verify_crc};
 pub use records::Records;

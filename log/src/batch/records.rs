@@ -38,8 +38,8 @@ impl Records {
     /// Errors with [`BatchError::TooManyRecords`] if `record_count` records
     /// cannot fit in the section, which also bounds the work per batch.
     pub(crate) fn new(header: &BatchHeader, section: Bytes) -> Result<Records, BatchError> {
-        let record_count = usize::try_from(header.record_count)
-            .map_err(|_| BatchError::BadRecordCount(header.record_count))?;
+        let record_count =
+            usize::try_from(header.record_count).map_err(|_| BatchError::BadRecordCount(header.record_count))?;
         if record_count.saturating_mul(MIN_RECORD_LEN) > section.len() {
             return Err(BatchError::TooManyRecords {
                 record_count: header.record_count,
@@ -129,12 +129,7 @@ impl Records {
 
     /// Reads a nullable bytes field (length -1 is null) as a slice of the section.
     #[inline]
-    fn read_bytes(
-        &self,
-        record: &[u8],
-        pos: &mut usize,
-        field: &'static str,
-    ) -> Result<Option<Bytes>, BatchError> {
+    fn read_bytes(&self, record: &[u8], pos: &mut usize, field: &'static str) -> Result<Option<Bytes>, BatchError> {
         let Some(range) = read_nullable(record, pos, field)? else {
             return Ok(None);
         };
@@ -217,8 +212,7 @@ fn read_nullable(
     if len == -1 {
         return Ok(None);
     }
-    let len =
-        usize::try_from(len).map_err(|_| BatchError::NegativeLength { field, length: len })?;
+    let len = usize::try_from(len).map_err(|_| BatchError::NegativeLength { field, length: len })?;
     let start = *pos;
     take(record, pos, len)?;
     Ok(Some(start..start + len))
@@ -230,10 +224,7 @@ fn take<'a>(record: &'a [u8], pos: &mut usize, len: usize) -> Result<&'a [u8], B
     let start = *pos;
     let available = record.len().saturating_sub(start);
     if len > available {
-        return Err(BatchError::Truncated {
-            needed: len,
-            available,
-        });
+        return Err(BatchError::Truncated { needed: len, available });
     }
     *pos = start + len;
     Ok(&record[start..start + len])

@@ -9,11 +9,7 @@ use super::*;
 const CODECS: [Compression; 3] = [Compression::None, Compression::Lz4, Compression::Zstd];
 
 fn decode_all(batch: &Batch) -> Vec<StoredRecord> {
-    batch
-        .records()
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
+    batch.records().unwrap().collect::<Result<Vec<_>, _>>().unwrap()
 }
 
 /// A sealed batch from a hand-made header and records section.
@@ -46,12 +42,7 @@ fn blank_header(record_count: i32, last_offset_delta: i32) -> BatchHeader {
 fn sample_batch(compression: Compression) -> BytesMut {
     let mut builder = BatchBuilder::new(compression);
     for i in 0..10u8 {
-        builder.push(
-            1_000 + i64::from(i),
-            Some(&[i]),
-            Some(b"value"),
-            &[("h", Some(b"x"))],
-        );
+        builder.push(1_000 + i64::from(i), Some(&[i]), Some(b"value"), &[("h", Some(b"x"))]);
     }
     builder.finish(ProducerFields::NONE).unwrap()
 }
@@ -146,10 +137,7 @@ fn out_of_order_timestamps_rebase_to_the_minimum() {
 #[test]
 fn add_header_to_last_changes_only_the_last_record() {
     let mut builder = BatchBuilder::new(Compression::None);
-    assert!(matches!(
-        builder.add_header_to_last("k", b"v"),
-        Err(BatchError::Empty)
-    ));
+    assert!(matches!(builder.add_header_to_last("k", b"v"), Err(BatchError::Empty)));
     let records: Vec<Record> = (0..3)
         .map(|i| Record {
             key: Some(Bytes::from(format!("key-{i}"))),
@@ -164,9 +152,7 @@ fn add_header_to_last_changes_only_the_last_record() {
     for record in &records {
         builder.push_record(record);
     }
-    builder
-        .add_header_to_last("plexus.position", b"lsn/42")
-        .unwrap();
+    builder.add_header_to_last("plexus.position", b"lsn/42").unwrap();
     builder.add_header_to_last("second", b"").unwrap();
     let batch = Batch::new(builder.finish(ProducerFields::NONE).unwrap().freeze()).unwrap();
     let decoded = decode_all(&batch);
@@ -196,18 +182,13 @@ fn add_header_to_last_across_varint_size_boundaries() {
     // record length across the 1- and 2-byte varint boundaries.
     for initial in [0usize, 62, 63, 64] {
         for value_len in [0usize, 40, 50, 60, 8_180, 8_200] {
-            let headers: Vec<(String, Vec<u8>)> =
-                (0..initial).map(|i| (format!("h{i}"), vec![1])).collect();
-            let refs: Vec<(&str, Option<&[u8]>)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
-                .collect();
+            let headers: Vec<(String, Vec<u8>)> = (0..initial).map(|i| (format!("h{i}"), vec![1])).collect();
+            let refs: Vec<(&str, Option<&[u8]>)> =
+                headers.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))).collect();
             let mut builder = BatchBuilder::new(Compression::None);
             builder.push(7, None, Some(b"first"), &[]);
             builder.push(8, Some(b"k"), None, &refs);
-            builder
-                .add_header_to_last("added", &vec![2; value_len])
-                .unwrap();
+            builder.add_header_to_last("added", &vec![2; value_len]).unwrap();
             let batch = Batch::new(builder.finish(ProducerFields::NONE).unwrap().freeze()).unwrap();
             let decoded = decode_all(&batch);
             assert_eq!(decoded[0].value.as_deref(), Some(&b"first"[..]));
@@ -215,10 +196,7 @@ fn add_header_to_last_across_varint_size_boundaries() {
             let last = &decoded[1];
             assert_eq!(last.headers.len(), initial + 1);
             assert_eq!(last.headers[initial].key, "added");
-            assert_eq!(
-                last.headers[initial].value.as_deref().map(<[u8]>::len),
-                Some(value_len)
-            );
+            assert_eq!(last.headers[initial].value.as_deref().map(<[u8]>::len), Some(value_len));
             assert_eq!(last.key.as_deref(), Some(&b"k"[..]));
             assert_eq!(last.value, None);
         }
@@ -245,9 +223,7 @@ fn compacted_batches_keep_offset_gaps_and_range() {
         // `push` continues after the last explicit delta.
         builder.push(13, Some(b"c"), Some(b"3"), &[]);
         assert_eq!(builder.len(), 3);
-        let mut bytes = builder
-            .finish_with_last_offset_delta(ProducerFields::NONE, 9)
-            .unwrap();
+        let mut bytes = builder.finish_with_last_offset_delta(ProducerFields::NONE, 9).unwrap();
         set_base_offset(&mut bytes, 100);
         let batch = Batch::new(bytes.freeze()).unwrap();
         assert_eq!(batch.record_count(), 3);
@@ -259,9 +235,7 @@ fn compacted_batches_keep_offset_gaps_and_range() {
             builder.push_with_offset_delta(-1, 0, None, None, &[]),
             Err(BatchError::OffsetDeltaNotIncreasing { previous: -1, .. })
         ));
-        builder
-            .push_with_offset_delta(4, 0, None, None, &[])
-            .unwrap();
+        builder.push_with_offset_delta(4, 0, None, None, &[]).unwrap();
         assert!(matches!(
             builder.finish_with_last_offset_delta(ProducerFields::NONE, 3),
             Err(BatchError::OffsetDeltaOutOfRange {
@@ -276,22 +250,14 @@ fn compacted_batches_keep_offset_gaps_and_range() {
 #[test]
 fn finish_resets_and_reuses_the_builder() {
     let mut builder = BatchBuilder::with_capacity(Compression::Lz4, 4096);
-    assert!(matches!(
-        builder.finish(ProducerFields::NONE),
-        Err(BatchError::Empty)
-    ));
+    assert!(matches!(builder.finish(ProducerFields::NONE), Err(BatchError::Empty)));
     for codec in CODECS {
         let mut reused = BatchBuilder::new(codec);
         for round in 0..4u8 {
             let mut fresh = BatchBuilder::new(codec);
             for builder in [&mut reused, &mut fresh] {
                 for i in 0..200u8 {
-                    builder.push(
-                        i64::from(round) * 10 - i64::from(i % 7),
-                        None,
-                        Some(&[i; 100]),
-                        &[],
-                    );
+                    builder.push(i64::from(round) * 10 - i64::from(i % 7), None, Some(&[i; 100]), &[]);
                 }
                 assert_eq!(builder.len(), 200);
                 assert!(builder.size_bytes() > 200 * 100);
@@ -318,10 +284,7 @@ fn corrupt_batches_are_rejected() {
 
     let mut bad_magic = good.clone();
     bad_magic[16] = 1;
-    assert!(matches!(
-        Batch::new(bad_magic.freeze()),
-        Err(BatchError::BadMagic(1))
-    ));
+    assert!(matches!(Batch::new(bad_magic.freeze()), Err(BatchError::BadMagic(1))));
 
     let mut longer = good.clone();
     longer.extend_from_slice(&[0]);
@@ -331,10 +294,7 @@ fn corrupt_batches_are_rejected() {
     ));
 
     let short = good.clone().freeze().slice(..good.len() - 1);
-    assert!(matches!(
-        Batch::new(short),
-        Err(BatchError::Truncated { .. })
-    ));
+    assert!(matches!(Batch::new(short), Err(BatchError::Truncated { .. })));
 }
 
 #[test]
@@ -400,20 +360,12 @@ fn malformed_sections_give_specific_errors() {
         }),
         // Offset delta 1 beyond lastOffsetDelta 0.
         (&[0x0c, 0, 0, 0x02, 0x01, 0x01, 0], 1, |e| {
-            matches!(
-                e,
-                BatchError::OffsetDeltaOutOfRange {
-                    offset_delta: 1,
-                    ..
-                }
-            )
+            matches!(e, BatchError::OffsetDeltaOutOfRange { offset_delta: 1, .. })
         }),
         // Header key 0xff is not UTF-8.
-        (
-            &[0x12, 0, 0, 0, 0x01, 0x01, 0x02, 0x02, 0xff, 0x01],
-            1,
-            |e| matches!(e, BatchError::InvalidHeaderKey(_)),
-        ),
+        (&[0x12, 0, 0, 0, 0x01, 0x01, 0x02, 0x02, 0xff, 0x01], 1, |e| {
+            matches!(e, BatchError::InvalidHeaderKey(_))
+        }),
         // Negative record length.
         (&[0x03, 0, 0, 0, 0x01, 0x01, 0], 1, |e| {
             matches!(
@@ -431,10 +383,7 @@ fn malformed_sections_give_specific_errors() {
             Err(err) => err,
             Ok(mut records) => {
                 let item = records.next().expect("one item");
-                assert!(
-                    records.next().is_none(),
-                    "case {i}: iteration must end after an error"
-                );
+                assert!(records.next().is_none(), "case {i}: iteration must end after an error");
                 assert_eq!(records.remaining(), 0);
                 item.unwrap_err()
             }
@@ -445,9 +394,7 @@ fn malformed_sections_give_specific_errors() {
 }
 
 fn record_strategy() -> impl Strategy<Value = Record> {
-    let bytes = |max: usize| {
-        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from))
-    };
+    let bytes = |max: usize| proptest::option::of(proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from));
     let header = ("[a-z.é]{0,12}", bytes(64)).prop_map(|(key, value)| Header { key, value });
     let timestamp = prop_oneof![any::<i64>(), -1_000_000i64..2_000_000_000_000];
     (
@@ -465,11 +412,7 @@ fn record_strategy() -> impl Strategy<Value = Record> {
 }
 
 fn codec_strategy() -> impl Strategy<Value = Compression> {
-    prop_oneof![
-        Just(Compression::None),
-        Just(Compression::Lz4),
-        Just(Compression::Zstd)
-    ]
+    prop_oneof![Just(Compression::None), Just(Compression::Lz4), Just(Compression::Zstd)]
 }
 
 proptest! {

@@ -63,7 +63,10 @@ impl Partition {
                 let too_old = self.config.retention_time.is_some_and(|limit| {
                     segment.max_timestamp != i64::MIN && segment.max_timestamp < now - limit.as_millis() as i64
                 });
-                let too_big = self.config.retention_bytes.is_some_and(|limit| total - segment.size >= limit);
+                let too_big = self
+                    .config
+                    .retention_bytes
+                    .is_some_and(|limit| total - segment.size >= limit);
                 if !(too_old || too_big) {
                     break;
                 }
@@ -140,7 +143,9 @@ impl Partition {
         let horizon = now.saturating_sub(self.config.delete_retention.as_millis() as i64);
         let keep = |record: &StoredRecord| match &record.key {
             None => true,
-            Some(key) => latest.get(key) == Some(&record.offset) && (record.value.is_some() || record.timestamp >= horizon),
+            Some(key) => {
+                latest.get(key) == Some(&record.offset) && (record.value.is_some() || record.timestamp >= horizon)
+            }
         };
         for view in &sealed {
             report.bytes_before += view.size;
@@ -184,8 +189,11 @@ impl Partition {
                     *b = BatchBuilder::new(compression);
                 }
                 for record in records.iter().filter(|r| keep(r)) {
-                    let headers: Vec<(&str, Option<&[u8]>)> =
-                        record.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
+                    let headers: Vec<(&str, Option<&[u8]>)> = record
+                        .headers
+                        .iter()
+                        .map(|h| (h.key.as_str(), h.value.as_deref()))
+                        .collect();
                     b.push_with_offset_delta(
                         (record.offset - header.base_offset) as i32,
                         record.timestamp,
@@ -232,7 +240,11 @@ impl Partition {
         let new_segment = Segment::scan_replacement(dir, base, &swap, self.config.index_interval_bytes)?;
         let new_size = new_segment.size;
         let mut state = self.state.write();
-        let Some(slot) = state.segments.iter().position(|s| s.base_offset == base && s.size == view.size) else {
+        let Some(slot) = state
+            .segments
+            .iter()
+            .position(|s| s.base_offset == base && s.size == view.size)
+        else {
             // Retention deleted it meanwhile.
             drop(state);
             fsutil::remove_if_exists(&swap)?;
@@ -264,4 +276,3 @@ fn for_each_batch(view: &SealedView, mut f: impl FnMut(&Batch) -> Result<()>) ->
     }
     Ok(())
 }
-

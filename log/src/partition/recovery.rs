@@ -57,7 +57,11 @@ pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
             delete_segment_files(dir, base)?;
             continue;
         }
-        let continuity = if i == last { Continuity::Dense } else { sealed_continuity };
+        let continuity = if i == last {
+            Continuity::Dense
+        } else {
+            sealed_continuity
+        };
         let (mut segment, report) = Segment::open_scanned(dir, base, continuity, interval, &mut |batch| {
             replay_position(&mut producers, batch)
         })?;
