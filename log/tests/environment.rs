@@ -72,7 +72,11 @@ async fn a_write_that_fails_part_way_is_cut_back_and_reported() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "child failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let acked: Vec<(i64, u32)> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("ack "))
@@ -81,15 +85,25 @@ async fn a_write_that_fails_part_way_is_cut_back_and_reported() {
             (offset.parse().unwrap(), batch.parse().unwrap())
         })
         .collect();
-    let error = stdout.lines().find_map(|l| l.strip_prefix("error ")).expect("the limit was hit");
+    let error = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("error "))
+        .expect("the limit was hit");
     assert!(acked.len() > 5, "some batches fit before the limit: {stdout}");
     assert!(
         error.contains("00000000000000000000.log") && error.contains("append to segment"),
         "the error names the segment file: {error}"
     );
-    let small = stdout.lines().find_map(|l| l.strip_prefix("small ")).expect("a batch that fits still appends");
+    let small = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("small "))
+        .expect("a batch that fits still appends");
     let small_offset: i64 = small.parse().unwrap();
-    assert_eq!(small_offset, acked.len() as i64 * 10, "no gap and no partial batch before it");
+    assert_eq!(
+        small_offset,
+        acked.len() as i64 * 10,
+        "no gap and no partial batch before it"
+    );
 
     // Reopened without the limit: every acknowledged batch is there, intact.
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
@@ -110,7 +124,10 @@ async fn a_write_that_fails_part_way_is_cut_back_and_reported() {
     }
     let mut batch = BatchBuilder::new(Compression::None);
     batch.push(1, None, Some(b"after"), &[]);
-    assert_eq!(partition.append(&mut batch).await.unwrap().base_offset(), Some(small_offset + 1));
+    assert_eq!(
+        partition.append(&mut batch).await.unwrap().base_offset(),
+        Some(small_offset + 1)
+    );
 }
 
 #[tokio::test]
