@@ -509,3 +509,126 @@ impl<'a> ChunkReader<'a> {
         Ok(Some(self.buf.slice(from..from + len)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{BatchBuilder, Compression, ProducerFields, set_base_offset};
+
+    /// Appends `count` batches of 3 records each; returns the raw bytes written.
+    fn fill(segment: &mut Segment, count: usize) -> Vec<u8> {
+        let mut raw = Vec::new();
+        let mut builder = BatchBuilder::new(Compression::None);
+        for i in 0..count {
+            for j in 0..3 {
+                builder.push(1_000 + i as i64, None, Some(format!("{i}-{j}-{}", "v".repeat(100)).as_bytes()), &[]);
+            }
+            let mut bytes = builder.finish(ProducerFields::NONE).unwrap();
+            set_base_offset(&mut bytes, segment.next_offset);
+            let header = BatchHeader::parse(&bytes).unwrap();
+            segment.append(&bytes, &header, 512).unwrap();
+            raw.extend_from_slice(&bytes);
+        }
+        raw
+    }
+
+    #[test]
+    fn appended_batches_are_the_file_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 100).unwrap();
+        let raw = fill(&mut segment, 20);
+        assert_eq!(fs::read(log_path(dir.path(), 100)).unwrap(), raw);
+        assert_eq!(segment.size, raw.len() as u64);
+        assert_eq!(segment.next_offset, 160);
+        assert_eq!(segment.max_timestamp, 1_019);
+        // Sparse: an entry about every 512 bytes, the first at position 0.
+        assert_eq!(segment.index.lookup(100), (100, 0));
+        let (base, position) = segment.index.lookup(159);
+        assert!(base > 100 && base <= 159 && position > 0);
+    }
+
+    #[test]
+    fn a_scan_stops_at_a_torn_tail_and_names_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0).unwrap();
+        let raw = fill(&mut segment, 5);
+        let batch_len = raw.len() / 5;
+        // Cut the last batch in half.
+        let file = OpenOptions::new().write(true).open(log_path(dir.path(), 0)).unwrap();
+        file.set_len((raw.len() - batch_len / 2) as u64).unwrap();
+        let mut seen = 0;
+        let (scanned, report) =
+            Segment::open_scanned(dir.path(), 0, Continuity::Dense, 512, &mut |_| seen += 1).unwrap();
+        assert_eq!(seen, 4);
+        assert_eq!(report.valid_bytes, (4 * batch_len) as u64);
+        assert!(report.damage.unwrap().contains("cut off"));
+        assert_eq!(scanned.next_offset, 12);
+    }
+
+    #[test]
+    fn a_scan_refuses_an_offset_gap_in_dense_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0).unwrap();
+        let raw = fill(&mut segment, 3);
+        let batch_len = raw.len() / 3;
+        // Rewrite the third batch's base offset (outside the CRC) to skip ahead.
+        let mut bytes = raw.clone();
+        bytes[2 * batch_len..2 * batch_len + 8].copy_from_slice(&100i64.to_be_bytes());
+        fs::write(log_path(dir.path(), 0), &bytes).unwrap();
+        let (_, report) = Segment::open_scanned(dir.path(), 0, Continuity::Dense, 512, &mut |_| {}).unwrap();
+        assert_eq!(report.valid_bytes, (2 * batch_len) as u64);
+        assert!(report.damage.unwrap().contains("base offset 100"));
+        // Compacted data may have gaps, so the same file passes with increasing offsets.
+        let (_, report) = Segment::open_scanned(dir.path(), 0, Continuity::Increasing, 512, &mut |_| {}).unwrap();
+        assert_eq!(report.damage, None);
+    }
+
+    #[test]
+    fn sealed_segments_load_their_index_files_and_rebuild_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 7).unwrap();
+        fill(&mut segment, 30);
+        segment.write_indexes().unwrap();
+        let loaded = Segment::open_sealed(dir.path(), 7, 512).unwrap();
+        assert_eq!(loaded.index, segment.index);
+        assert_eq!(loaded.time_index, segment.time_index);
+        assert_eq!((loaded.size, loaded.next_offset, loaded.max_timestamp), (segment.size, 97, 1_029));
+
+        // An index pointing past the end of the log is not trusted: rebuilt by a scan.
+        let mut bad = segment.index.encode();
+        let last = bad.len() - 4;
+        bad[last..].copy_from_slice(&u32::MAX.to_be_bytes());
+        fs::write(index_path(dir.path(), 7), bad).unwrap();
+        let rebuilt = Segment::open_sealed(dir.path(), 7, 512).unwrap();
+        assert_eq!(rebuilt.index, segment.index);
+        assert_eq!(rebuilt.next_offset, 97);
+    }
+
+    #[test]
+    fn read_batches_skips_earlier_batches_and_stops_at_the_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut segment = Segment::create(dir.path(), 0).unwrap();
+        let raw = fill(&mut segment, 10);
+        let batch_len = raw.len() / 10;
+        let path = log_path(dir.path(), 0);
+        // From offset 7 (inside the third batch), at most two batches' worth of bytes.
+        let (batches, bytes) = read_batches(&segment.file, &path, 0, segment.size, 7, i64::MAX, 2 * batch_len).unwrap();
+        assert_eq!(batches.iter().map(Batch::base_offset).collect::<Vec<_>>(), vec![6, 9]);
+        assert_eq!(bytes, 2 * batch_len);
+        // Nothing at or beyond `max_offset`.
+        let (batches, _) = read_batches(&segment.file, &path, 0, segment.size, 0, 6, usize::MAX).unwrap();
+        assert_eq!(batches.len(), 2);
+        // A limit smaller than one batch still returns that batch.
+        let (batches, _) = read_batches(&segment.file, &path, 0, segment.size, 0, i64::MAX, 1).unwrap();
+        assert_eq!(batches.len(), 1);
+    }
+
+    #[test]
+    fn base_offsets_parse_only_from_segment_names() {
+        assert_eq!(parse_base_offset("00000000000000000042.log", "log"), Some(42));
+        assert_eq!(parse_base_offset("00000000000000000042.log.swap", "log.swap"), Some(42));
+        assert_eq!(parse_base_offset("42.log", "log"), None);
+        assert_eq!(parse_base_offset("0000000000000000004x.log", "log"), None);
+        assert_eq!(parse_base_offset("00000000000000000042.index", "log"), None);
+    }
+}

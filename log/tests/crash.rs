@@ -87,16 +87,19 @@ fn kill_during_durable_appends_loses_no_acknowledged_batch() {
         if let Some(seq) = output.last_position {
             last_position = Some(last_position.map_or(seq, |p| p.max(seq)));
         }
+        let verify_started = Instant::now();
         let report = runtime.block_on(verify(dir.path(), &acks, last_position, &previous));
+        let verify_time = verify_started.elapsed();
         eprintln!(
             "crash run {run}: killed {kill_delay:?} after the first ack; {new_acks} new acks ({} in all), \
              partial last line: {}, end offsets {:?}, segments {:?}, last acked position {last_position:?}, \
-             recovered position {:?}",
+             recovered position {:?}; startup {:?}, verify {verify_time:?}",
             acks.len(),
             output.partial_line,
             report.end_offsets,
             report.segments,
             report.recovered_position,
+            output.startup,
         );
         assert!(new_acks > 0, "run {run}: the child acknowledged nothing");
         previous = report.records;
@@ -203,6 +206,8 @@ struct ChildOutput {
     acks: Vec<Ack>,
     last_position: Option<u64>,
     partial_line: bool,
+    /// From spawning the child to its first acknowledgement.
+    startup: Duration,
 }
 
 /// Kills the child if the parent panics before it does.
@@ -235,7 +240,9 @@ fn run_child_until_killed(dir: &Path, run: u64, kill_delay: Duration) -> ChildOu
         acks: Vec::new(),
         last_position: None,
         partial_line: false,
+        startup: Duration::ZERO,
     };
+    let spawned = Instant::now();
     let deadline = Instant::now() + FIRST_ACK_TIMEOUT;
     while output.acks.is_empty() {
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -247,6 +254,7 @@ fn run_child_until_killed(dir: &Path, run: u64, kill_delay: Duration) -> ChildOu
             ),
         }
     }
+    output.startup = spawned.elapsed();
     let kill_at = Instant::now() + kill_delay;
     loop {
         let wait = kill_at.saturating_duration_since(Instant::now());

@@ -81,6 +81,14 @@ pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
         }
         segments.push(segment);
     }
+    // Whatever recovery kept may still sit only in the page cache (a process crash
+    // before the fsync of an unacknowledged batch); make it durable before it is
+    // served as such.
+    if let Some(last) = segments.last()
+        && last.size > 0
+    {
+        last.file.sync_data().ctx("fsync", &last.path)?;
+    }
     Ok(Recovered { segments, producers })
 }
 
