@@ -117,8 +117,15 @@ impl Segment {
     }
 
     /// Opens a sealed segment from its index files, scanning it only when they are
-    /// missing or do not match the log file.
-    pub fn open_sealed(dir: &Path, base_offset: i64, index_interval: u32) -> Result<Segment> {
+    /// missing or do not match the log file. `next_base` is the base offset of the
+    /// segment after it.
+    ///
+    /// A damaged batch found by that scan does not stop the partition from opening:
+    /// the segment keeps its whole file, is indexed up to the damage, and every read
+    /// that reaches the damage fails with an error naming the file and position. The
+    /// damage is reported, never truncated away (this data was durable) and never
+    /// skipped.
+    pub fn open_sealed(dir: &Path, base_offset: i64, index_interval: u32, next_base: i64) -> Result<Segment> {
         let path = log_path(dir, base_offset);
         let file = open_rw(&path)?;
         let size = file.metadata().ctx("stat", &path)?.len();
@@ -130,11 +137,15 @@ impl Segment {
         let mut segment = Segment::empty(dir, base_offset, path.clone(), file, created);
         let report = segment.scan(Continuity::Increasing, index_interval, &mut |_| {})?;
         if let Some(reason) = report.damage {
-            return Err(LogError::Corrupt {
-                path,
-                position: report.valid_bytes,
-                reason,
-            });
+            tracing::error!(
+                segment = %path.display(),
+                position = report.valid_bytes,
+                reason = %reason,
+                "A sealed segment holds a damaged batch: reads that reach it will fail. Restore the file from a replica or backup."
+            );
+            segment.size = report.file_bytes;
+            segment.next_offset = segment.next_offset.max(next_base);
+            return Ok(segment);
         }
         segment.write_indexes()?;
         Ok(segment)
@@ -345,74 +356,107 @@ impl Segment {
     }
 }
 
-/// Reads whole batches from `file` between `start` and `end` (byte positions), returning
-/// those that end at or after `min_offset` and start before `max_offset`, until `max_bytes`
-/// of them are collected (at least one batch when any qualifies, however large). Every
-/// returned batch has passed its CRC check; a damaged one is an error naming the file
-/// and position, never returned.
-pub(crate) fn read_batches(
-    file: &File,
-    path: &Path,
-    start: u64,
-    end: u64,
-    min_offset: i64,
-    max_offset: i64,
-    max_bytes: usize,
-) -> Result<(Vec<Batch>, usize)> {
-    let mut batches = Vec::new();
-    let mut collected = 0usize;
-    let mut position = start;
-    let chunk = max_bytes.clamp(64 << 10, 16 << 20);
-    while position < end && (batches.is_empty() || collected < max_bytes) {
-        let want = ((end - position) as usize).min(chunk.max(max_bytes.saturating_sub(collected)));
-        let buf = read_exact(file, path, position, want)?;
-        let mut offset = 0usize;
-        let mut progressed = false;
-        while buf.len() - offset >= BATCH_HEADER_LEN {
-            let corrupt = |reason: String| LogError::Corrupt {
-                path: path.to_owned(),
-                position: position + offset as u64,
-                reason,
-            };
-            let header = BatchHeader::parse(&buf[offset..]).map_err(|e| corrupt(e.to_string()))?;
-            let len = header.total_len();
-            if position + (offset + len) as u64 > end {
-                return Err(corrupt(format!(
-                    "batch of {len} bytes runs past the end of the valid data"
-                )));
-            }
-            if header.base_offset >= max_offset {
-                return Ok((batches, collected));
-            }
-            let bytes = if offset + len <= buf.len() {
-                buf.slice(offset..offset + len)
-            } else if offset == 0 {
-                // A batch larger than the chunk: read it whole.
-                read_exact(file, path, position, len)?
-            } else {
-                break;
-            };
-            if header.last_offset() >= min_offset {
-                if !batches.is_empty() && collected + len > max_bytes {
+/// Where and how to read batches from a segment file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchRead<'a> {
+    pub file: &'a File,
+    pub path: &'a Path,
+    /// Byte position of a batch start, and the base offset of that batch.
+    pub start: u64,
+    pub first_offset: i64,
+    /// End of the valid (and visible) bytes.
+    pub end: u64,
+    pub continuity: Continuity,
+    /// One past the segment's last offset: no batch may reach it.
+    pub segment_next: i64,
+}
+
+impl BatchRead<'_> {
+    /// Reads whole batches, returning those that end at or after `min_offset` and
+    /// start before `max_offset`, until `max_bytes` of them are collected (at least one
+    /// batch when any qualifies, however large). Every batch is checked before it is
+    /// returned: CRC, magic, leader epoch, and its offsets against the previous batch
+    /// and the segment's range. A damaged one is an error naming the file and the byte
+    /// position, never returned and never skipped. Also returns the bytes read.
+    pub fn read(&self, min_offset: i64, max_offset: i64, max_bytes: usize) -> Result<(Vec<Batch>, usize)> {
+        let (file, path, end) = (self.file, self.path, self.end);
+        let mut batches = Vec::new();
+        let mut collected = 0usize;
+        let mut position = self.start;
+        let mut expected = self.first_offset;
+        let chunk = max_bytes.clamp(64 << 10, 16 << 20);
+        while position < end && (batches.is_empty() || collected < max_bytes) {
+            let want = ((end - position) as usize).min(chunk.max(max_bytes.saturating_sub(collected)));
+            let buf = read_exact(file, path, position, want)?;
+            let mut offset = 0usize;
+            let mut progressed = false;
+            while buf.len() - offset >= BATCH_HEADER_LEN {
+                let corrupt = |reason: String| LogError::Corrupt {
+                    path: path.to_owned(),
+                    position: position + offset as u64,
+                    reason,
+                };
+                let header = BatchHeader::parse(&buf[offset..]).map_err(|e| corrupt(e.to_string()))?;
+                let len = header.total_len();
+                if position + (offset + len) as u64 > end {
+                    return Err(corrupt(format!(
+                        "batch of {len} bytes runs past the end of the valid data"
+                    )));
+                }
+                let offsets_ok = match self.continuity {
+                    Continuity::Dense => header.base_offset == expected,
+                    Continuity::Increasing => header.base_offset >= expected,
+                } && header.last_offset() < self.segment_next;
+                if !offsets_ok {
+                    return Err(corrupt(format!(
+                        "batch offsets {}..={} do not follow offset {expected} within a segment ending before {}",
+                        header.base_offset,
+                        header.last_offset(),
+                        self.segment_next
+                    )));
+                }
+                if header.partition_leader_epoch != 0 {
+                    return Err(corrupt(format!(
+                        "unexpected partition leader epoch {}",
+                        header.partition_leader_epoch
+                    )));
+                }
+                if header.base_offset >= max_offset {
                     return Ok((batches, collected));
                 }
-                let batch = Batch::new(bytes).map_err(|e| corrupt(e.to_string()))?;
-                collected += len;
-                batches.push(batch);
+                let bytes = if offset + len <= buf.len() {
+                    buf.slice(offset..offset + len)
+                } else if offset == 0 {
+                    // A batch larger than the chunk: read it whole.
+                    read_exact(file, path, position, len)?
+                } else {
+                    break;
+                };
+                if header.last_offset() >= min_offset {
+                    if !batches.is_empty() && collected + len > max_bytes {
+                        return Ok((batches, collected));
+                    }
+                    let batch = Batch::new(bytes).map_err(|e| corrupt(e.to_string()))?;
+                    collected += len;
+                    batches.push(batch);
+                } else {
+                    verify_crc(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                }
+                expected = header.next_offset();
+                offset += len;
+                progressed = true;
             }
-            offset += len;
-            progressed = true;
+            if !progressed {
+                return Err(LogError::Corrupt {
+                    path: path.to_owned(),
+                    position,
+                    reason: "no whole batch where one was expected".into(),
+                });
+            }
+            position += offset as u64;
         }
-        if !progressed {
-            return Err(LogError::Corrupt {
-                path: path.to_owned(),
-                position,
-                reason: "no whole batch where one was expected".into(),
-            });
-        }
-        position += offset as u64;
+        Ok((batches, collected))
     }
-    Ok((batches, collected))
 }
 
 /// Reads exactly `len` bytes at `position`.
@@ -521,7 +565,12 @@ mod tests {
         let mut builder = BatchBuilder::new(Compression::None);
         for i in 0..count {
             for j in 0..3 {
-                builder.push(1_000 + i as i64, None, Some(format!("{i}-{j}-{}", "v".repeat(100)).as_bytes()), &[]);
+                builder.push(
+                    1_000 + i as i64,
+                    None,
+                    Some(format!("{i}-{j}-{}", "v".repeat(100)).as_bytes()),
+                    &[],
+                );
             }
             let mut bytes = builder.finish(ProducerFields::NONE).unwrap();
             set_base_offset(&mut bytes, segment.next_offset);
@@ -589,17 +638,20 @@ mod tests {
         let mut segment = Segment::create(dir.path(), 7).unwrap();
         fill(&mut segment, 30);
         segment.write_indexes().unwrap();
-        let loaded = Segment::open_sealed(dir.path(), 7, 512).unwrap();
+        let loaded = Segment::open_sealed(dir.path(), 7, 512, 97).unwrap();
         assert_eq!(loaded.index, segment.index);
         assert_eq!(loaded.time_index, segment.time_index);
-        assert_eq!((loaded.size, loaded.next_offset, loaded.max_timestamp), (segment.size, 97, 1_029));
+        assert_eq!(
+            (loaded.size, loaded.next_offset, loaded.max_timestamp),
+            (segment.size, 97, 1_029)
+        );
 
         // An index pointing past the end of the log is not trusted: rebuilt by a scan.
         let mut bad = segment.index.encode();
         let last = bad.len() - 4;
         bad[last..].copy_from_slice(&u32::MAX.to_be_bytes());
         fs::write(index_path(dir.path(), 7), bad).unwrap();
-        let rebuilt = Segment::open_sealed(dir.path(), 7, 512).unwrap();
+        let rebuilt = Segment::open_sealed(dir.path(), 7, 512, 97).unwrap();
         assert_eq!(rebuilt.index, segment.index);
         assert_eq!(rebuilt.next_offset, 97);
     }
@@ -611,16 +663,34 @@ mod tests {
         let raw = fill(&mut segment, 10);
         let batch_len = raw.len() / 10;
         let path = log_path(dir.path(), 0);
+        let read = BatchRead {
+            file: &segment.file,
+            path: &path,
+            start: 0,
+            first_offset: 0,
+            end: segment.size,
+            continuity: Continuity::Dense,
+            segment_next: segment.next_offset,
+        };
         // From offset 7 (inside the third batch), at most two batches' worth of bytes.
-        let (batches, bytes) = read_batches(&segment.file, &path, 0, segment.size, 7, i64::MAX, 2 * batch_len).unwrap();
+        let (batches, bytes) = read.read(7, i64::MAX, 2 * batch_len).unwrap();
         assert_eq!(batches.iter().map(Batch::base_offset).collect::<Vec<_>>(), vec![6, 9]);
         assert_eq!(bytes, 2 * batch_len);
         // Nothing at or beyond `max_offset`.
-        let (batches, _) = read_batches(&segment.file, &path, 0, segment.size, 0, 6, usize::MAX).unwrap();
+        let (batches, _) = read.read(0, 6, usize::MAX).unwrap();
         assert_eq!(batches.len(), 2);
         // A limit smaller than one batch still returns that batch.
-        let (batches, _) = read_batches(&segment.file, &path, 0, segment.size, 0, i64::MAX, 1).unwrap();
+        let (batches, _) = read.read(0, i64::MAX, 1).unwrap();
         assert_eq!(batches.len(), 1);
+        // A base offset that does not follow is damage, reported with its position.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[batch_len..batch_len + 8].copy_from_slice(&99i64.to_be_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let err = read.read(0, i64::MAX, usize::MAX).unwrap_err();
+        assert!(
+            matches!(err, LogError::Corrupt { position, .. } if position == batch_len as u64),
+            "{err}"
+        );
     }
 
     #[test]

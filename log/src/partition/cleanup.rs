@@ -17,7 +17,7 @@ use crate::batch::{Batch, BatchBuilder, ProducerFields, StoredRecord, set_base_o
 use crate::config::CleanupPolicy;
 use crate::error::{IoContext, Result};
 use crate::fsutil;
-use crate::segment::{self, Segment, read_batches};
+use crate::segment::{self, BatchRead, Continuity, Segment};
 
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +39,7 @@ pub struct CompactionReport {
 /// A sealed segment as compaction sees it.
 struct SealedView {
     base_offset: i64,
+    next_offset: i64,
     file: Arc<File>,
     path: PathBuf,
     size: u64,
@@ -117,6 +118,7 @@ impl Partition {
                 .filter(|s| s.base_offset < active_base && !state.unsynced.iter().any(|(b, _, _)| *b == s.base_offset))
                 .map(|s| SealedView {
                     base_offset: s.base_offset,
+                    next_offset: s.next_offset,
                     file: Arc::clone(&s.file),
                     path: s.path.clone(),
                     size: s.size,
@@ -263,16 +265,23 @@ impl Partition {
 
 /// Calls `f` with every batch of a sealed segment, in order.
 fn for_each_batch(view: &SealedView, mut f: impl FnMut(&Batch) -> Result<()>) -> Result<()> {
-    let mut start = 0u64;
-    while start < view.size {
-        let (batches, bytes) = read_batches(&view.file, &view.path, start, view.size, i64::MIN, i64::MAX, 8 << 20)?;
-        if batches.is_empty() {
-            break;
-        }
+    let mut read = BatchRead {
+        file: &view.file,
+        path: &view.path,
+        start: 0,
+        first_offset: view.base_offset,
+        end: view.size,
+        continuity: Continuity::Increasing,
+        segment_next: view.next_offset,
+    };
+    while read.start < view.size {
+        let (batches, bytes) = read.read(i64::MIN, i64::MAX, 8 << 20)?;
+        let Some(last) = batches.last() else { break };
+        read.first_offset = last.last_offset() + 1;
         for batch in &batches {
             f(batch)?;
         }
-        start += bytes as u64;
+        read.start += bytes as u64;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::config::{FsyncPolicy, TopicConfig};
 use crate::error::{LogError, Result};
 use crate::fetch::Fetch;
 use crate::position::{POSITION_HEADER, Position, ProducerEntry, ProducerId, ProducerStates};
-use crate::segment::{self, Segment, read_batches};
+use crate::segment::{self, BatchRead, Continuity, Segment};
 
 pub use cleanup::{CompactionReport, RetentionReport};
 use durability::GroupCommit;
@@ -305,7 +305,7 @@ impl Partition {
     pub(crate) fn read_blocking(&self, offset: i64, max_bytes: usize) -> Result<Fetch> {
         let mut from = offset;
         loop {
-            let (file, path, start, end, start_offset, visible, next_segment) = {
+            let (file, path, start, first_offset, end, segment_next, start_offset, visible, next_segment) = {
                 let state = self.state.read();
                 let start_offset = state.segments.first().map_or(0, |s| s.base_offset);
                 let visible = state.visible;
@@ -334,20 +334,31 @@ impl Partition {
                     std::cmp::Ordering::Equal => visible.position.min(segment.size),
                     std::cmp::Ordering::Greater => 0,
                 };
-                let (_, start) = segment.index.lookup(from_checked);
+                let (first_offset, start) = segment.index.lookup(from_checked);
                 let next_segment = state.segments.get(idx + 1).map(|s| s.base_offset);
                 (
                     Arc::clone(&segment.file),
                     segment.path.clone(),
                     u64::from(start),
+                    first_offset,
                     end,
+                    segment.next_offset,
                     start_offset,
                     visible.offset,
                     next_segment,
                 )
             };
             let (batches, bytes) = if start < end && from < visible {
-                read_batches(&file, &path, start, end, from, visible, max_bytes)?
+                let read = BatchRead {
+                    file: &file,
+                    path: &path,
+                    start,
+                    first_offset,
+                    end,
+                    continuity: self.continuity(),
+                    segment_next,
+                };
+                read.read(from, visible, max_bytes)?
             } else {
                 (Vec::new(), 0)
             };
@@ -446,6 +457,14 @@ impl Partition {
             self.roll(&mut state)?;
         }
         Ok(())
+    }
+
+    /// How the offsets of consecutive batches relate in this partition's segments.
+    pub(crate) fn continuity(&self) -> Continuity {
+        match self.config.cleanup_policy {
+            crate::config::CleanupPolicy::Delete => Continuity::Dense,
+            crate::config::CleanupPolicy::Compact => Continuity::Increasing,
+        }
     }
 
     /// Marks the partition read-only and returns the error to report.

@@ -15,9 +15,9 @@ use crate::config::{CleanupPolicy, TopicConfig};
 use crate::error::{IoContext, LogError, Result};
 use crate::fsutil;
 use crate::position::{POSITION_HEADER, Position, ProducerId, ProducerStates};
-use crate::segment::{self, Continuity, Segment, read_batches};
+use crate::segment::{self, BatchRead, Continuity, Segment};
 
-use super::durability::read_recovery_point;
+use super::durability::{read_recovery_point, write_recovery_point};
 
 pub(super) struct Recovered {
     pub segments: Vec<Segment>,
@@ -39,8 +39,8 @@ pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
     let first_scanned = bases.partition_point(|&b| b <= recovery_point).saturating_sub(1);
 
     let mut segments = Vec::with_capacity(bases.len());
-    for &base in &bases[..first_scanned] {
-        segments.push(Segment::open_sealed(dir, base, interval)?);
+    for (i, &base) in bases[..first_scanned].iter().enumerate() {
+        segments.push(Segment::open_sealed(dir, base, interval, bases[i + 1])?);
     }
     let mut producers = producer_snapshot_before(dir, &segments, bases[first_scanned])?;
 
@@ -81,13 +81,17 @@ pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
         }
         segments.push(segment);
     }
-    // Whatever recovery kept may still sit only in the page cache (a process crash
-    // before the fsync of an unacknowledged batch); make it durable before it is
-    // served as such.
-    if let Some(last) = segments.last()
-        && last.size > 0
-    {
-        last.file.sync_data().ctx("fsync", &last.path)?;
+    // Whatever the scan kept may still sit only in the page cache (a process crash
+    // before the fsync of an unacknowledged batch, or of a freshly sealed segment);
+    // make it durable before it is served as such.
+    for segment in segments.iter().skip(first_scanned).filter(|s| s.size > 0) {
+        segment.file.sync_data().ctx("fsync", &segment.path)?;
+    }
+    // Never leave a checkpoint beyond the end: offsets written again after a
+    // truncation must be scanned by the next recovery too.
+    let end = segments.last().map_or(0, |s| s.next_offset);
+    if recovery_point > end {
+        write_recovery_point(dir, end)?;
     }
     Ok(Recovered { segments, producers })
 }
@@ -107,11 +111,20 @@ fn producer_snapshot_before(dir: &Path, sealed: &[Segment], base: i64) -> Result
     }
     let (from_base, mut states) = from.unwrap_or((i64::MIN, ProducerStates::default()));
     for segment in sealed.iter().filter(|s| s.base_offset >= from_base) {
-        let mut offset = segment.base_offset;
-        loop {
-            let (batches, _) = read_batches(&segment.file, &segment.path, 0, segment.size, offset, i64::MAX, 8 << 20)?;
+        let mut read = BatchRead {
+            file: &segment.file,
+            path: &segment.path,
+            start: 0,
+            first_offset: segment.base_offset,
+            end: segment.size,
+            continuity: Continuity::Increasing,
+            segment_next: segment.next_offset,
+        };
+        while read.start < segment.size {
+            let (batches, bytes) = read.read(i64::MIN, i64::MAX, 8 << 20)?;
             let Some(last) = batches.last() else { break };
-            offset = last.last_offset() + 1;
+            read.first_offset = last.last_offset() + 1;
+            read.start += bytes as u64;
             for batch in &batches {
                 replay_position(&mut states, batch);
             }
