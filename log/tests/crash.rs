@@ -2,10 +2,11 @@
 //! with SIGKILL; the parent reopens the log and checks that every acknowledged batch is
 //! present and intact, that offsets stay dense, and that producer positions survive.
 //!
-//! The test binary runs itself as the child: `kill_during_durable_appends_loses_no_acknowledged_batch`
-//! starts `current_exe() child_writer --exact --nocapture` with `PLEXUS_CRASH_CHILD_DIR`
-//! set. The same arguments work under `cargo test` and `cargo nextest` (both run a plain
-//! libtest binary), and without the variable `child_writer` returns at once and passes.
+//! The test binary runs itself as the child: the main test starts
+//! `current_exe() child_writer --exact --nocapture --test-threads=1` with
+//! `PLEXUS_CRASH_CHILD_DIR` set. This works the same under `cargo test` and `cargo nextest`,
+//! since both build a plain libtest binary and the child is started by the test itself,
+//! not by the runner. Without the variable, `child_writer` returns at once and passes.
 //!
 //! The child prints one line per acknowledged append to stdout, after the append
 //! returned `Ok`:
@@ -18,6 +19,8 @@
 //! Record contents are a pure function of `(writer, seq, index)`, so the parent can
 //! regenerate every acknowledged value. Set `PLEXUS_CRASH_SEED` to replay the kill times
 //! of a failed run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -39,13 +42,13 @@ const CHILD_TEST: &str = "child_writer";
 
 const TOPIC: &str = "crash";
 const PARTITIONS: u32 = 2;
-const WRITERS: u32 = 8;
+const WRITERS: u32 = 4;
 /// Writer 0 appends with producer positions (its `seq`) to partition 0.
 const POSITION_WRITER: u32 = 0;
 const POSITION_PRODUCER: &str = "w0";
-const ITERATIONS: u64 = 60;
+const ITERATIONS: u64 = 16;
 /// How long the child keeps appending after its first acknowledgement, at most.
-const MAX_KILL_DELAY_MS: u64 = 5;
+const MAX_KILL_DELAY_MS: u64 = 250;
 /// Startup (exec plus recovery) must produce a first acknowledgement within this.
 const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,8 +57,8 @@ fn topic_config() -> TopicConfig {
         partitions: PARTITIONS,
         fsync: FsyncPolicy::Always,
         // Small segments so that they roll (and producer snapshots are written) in every run.
-        segment_bytes: 16 << 10,
-        max_batch_bytes: 16 << 10,
+        segment_bytes: 64 << 10,
+        max_batch_bytes: 64 << 10,
         index_interval_bytes: 1024,
         ..TopicConfig::default()
     }
@@ -96,10 +99,7 @@ fn kill_during_durable_appends_loses_no_acknowledged_batch() {
              recovered position {:?}; startup {:?}, verify {verify_time:?}",
             output.partial_line, report.end_offsets, report.segments, report.recovered_position, output.startup,
         );
-        assert!(
-            run % 2 == 1 || new_acks > 0,
-            "run {run}: the child acknowledged nothing"
-        );
+        assert!(new_acks > 0, "run {run}: the child acknowledged nothing");
         previous = report.batches;
     }
     eprintln!("crash test: {ITERATIONS} runs in {:?}", started.elapsed());
@@ -242,10 +242,7 @@ fn run_child_until_killed(dir: &Path, run: u64, kill_delay: Duration) -> ChildOu
     };
     let spawned = Instant::now();
     let deadline = Instant::now() + FIRST_ACK_TIMEOUT;
-    if run % 2 == 1 {
-        std::thread::sleep(Duration::from_micros(kill_delay.as_micros() as u64 * 5000));
-    }
-    while run % 2 == 0 && output.acks.is_empty() {
+    while output.acks.is_empty() {
         let wait = deadline.saturating_duration_since(Instant::now());
         match lines_rx.recv_timeout(wait) {
             Ok(line) => output.take(&line),
