@@ -82,15 +82,27 @@ pub(crate) struct ScanReport {
 }
 
 impl Segment {
-    /// Creates an empty segment file. Fails if one already exists.
+    /// Creates an empty segment file. An empty file left by an earlier failed roll is
+    /// reused; a file with data is never overwritten.
     pub fn create(dir: &Path, base_offset: i64) -> Result<Segment> {
         let path = log_path(dir, base_offset);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .open(&path)
             .ctx("create segment", &path)?;
+        if file.metadata().ctx("stat", &path)?.len() != 0 {
+            return Err(LogError::io(
+                "create segment",
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "a segment with data already has this name",
+                ),
+            ));
+        }
         // Stale indexes from an earlier life of this base offset must not be trusted.
         fsutil::remove_if_exists(&index_path(dir, base_offset))?;
         fsutil::remove_if_exists(&time_index_path(dir, base_offset))?;

@@ -78,7 +78,14 @@ impl GroupCommit {
         let this = Arc::clone(partition);
         let end = tokio::task::spawn_blocking(move || this.sync_blocking())
             .await
-            .map_err(|e| partition.poison(format!("fsync task failed: {e}")))??;
+            .map_err(|e| {
+                if e.is_cancelled() {
+                    // The runtime is shutting down: nothing is known to have failed.
+                    LogError::Closed
+                } else {
+                    partition.poison(format!("fsync task failed: {e}"))
+                }
+            })??;
         self.durable.send_if_modified(|d| {
             let advanced = end > *d;
             *d = (*d).max(end);

@@ -439,9 +439,12 @@ impl Partition {
         // The producer state as of the new segment's start, so recovery only has to
         // replay the active segment.
         crate::fsutil::write_atomic(&segment::producers_path(&self.dir, base), &state.producers.encode())?;
-        let new = Segment::create(&self.dir, base)?;
+        // Everything that can fail comes before the new segment joins the list, so a
+        // failed roll leaves the old segment active and the next append retries.
         let old = active_mut(state);
         old.write_indexes()?;
+        let new = Segment::create(&self.dir, base)?;
+        let old = active_mut(state);
         let unsynced = (old.base_offset, Arc::clone(&old.file), old.path.clone());
         state.unsynced.push(unsynced);
         state.segments.push(new);
