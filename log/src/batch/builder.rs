@@ -432,8 +432,10 @@ impl BatchBuilder {
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let key_len = key.map_or(0, <[u8]>::len);
         let value_len = value.map_or(0, <[u8]>::len);
-        let mut fields = Scratch::default();
-        fields.len = MAX_VARINT_PREFIX;
+        let mut fields = Scratch {
+            len: MAX_VARINT_PREFIX,
+            ..Scratch::default()
+        };
         fields.byte(0); // record attributes: unused in v2
         fields.varlong(timestamp.wrapping_sub(self.first_timestamp));
         fields.varint(offset_delta);
