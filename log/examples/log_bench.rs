@@ -38,7 +38,7 @@ fn parse_args() -> Args {
         records: 5_000_000,
         record_bytes: 100,
         batch_records: 10_000,
-        rounds: 3,
+        rounds: 5,
         dir: PathBuf::from("target/log-bench"),
         sync_producers: 8,
         sync_appends: 250,
@@ -170,13 +170,21 @@ fn settle() {
     let _ = std::process::Command::new("sync").status();
 }
 
-/// Seconds to append every record from one producer. The producer encodes the next
-/// batch while the previous one is being written (one batch in flight), as a Kafka
-/// producer's accumulator and sender thread do.
+/// Seconds to append every record from one producer. Like a Kafka producer (its
+/// accumulator and sender thread), the producer encodes batches into a small bounded
+/// queue and one sender task appends them in order, so encoding the next batch overlaps
+/// writing the previous one.
 async fn append_all(partition: &Arc<Partition>, args: &Args) -> f64 {
+    let (queue, mut batches) = tokio::sync::mpsc::channel::<bytes::BytesMut>(4);
+    let p = Arc::clone(partition);
+    let sender = tokio::spawn(async move {
+        while let Some(bytes) = batches.recv().await {
+            p.append_encoded(bytes, None).await?;
+        }
+        Ok::<_, plexus_log::LogError>(())
+    });
     let mut value = vec![b'x'; args.record_bytes];
     let mut builder = BatchBuilder::with_capacity(Compression::None, args.batch_records * (args.record_bytes + 16));
-    let mut in_flight: Option<tokio::task::JoinHandle<plexus_log::Result<plexus_log::AppendOutcome>>> = None;
     let started = Instant::now();
     let mut sent = 0u64;
     let timestamp = 1_700_000_000_000;
@@ -188,16 +196,11 @@ async fn append_all(partition: &Arc<Partition>, args: &Args) -> f64 {
             builder.push(timestamp, None, Some(&value), &[]);
         }
         let bytes = builder.finish(ProducerFields::NONE).expect("encode batch");
-        if let Some(previous) = in_flight.take() {
-            previous.await.expect("append task").expect("append");
-        }
-        let p = Arc::clone(partition);
-        in_flight = Some(tokio::spawn(async move { p.append_encoded(bytes, None).await }));
+        queue.send(bytes).await.expect("sender task alive");
         sent += n;
     }
-    if let Some(previous) = in_flight.take() {
-        previous.await.expect("append task").expect("append");
-    }
+    drop(queue);
+    sender.await.expect("sender task").expect("append");
     started.elapsed().as_secs_f64()
 }
 

@@ -49,9 +49,9 @@ impl ProducerFields {
 pub struct BatchBuilder {
     compression: Compression,
     /// Header placeholder followed by the encoded records; empty until the first push.
-    buf: BytesMut,
+    buf: Vec<u8>,
     /// Scratch space for rewriting records (last-record headers, timestamp rebase).
-    scratch: BytesMut,
+    scratch: Vec<u8>,
     /// Bytes to reserve when a batch starts: the caller's hint or the last batch's size.
     target_capacity: usize,
     count: usize,
@@ -87,8 +87,8 @@ impl BatchBuilder {
     pub fn with_capacity(compression: Compression, bytes: usize) -> Self {
         BatchBuilder {
             compression,
-            buf: BytesMut::new(),
-            scratch: BytesMut::new(),
+            buf: Vec::new(),
+            scratch: Vec::new(),
             target_capacity: bytes,
             count: 0,
             last_offset_delta: -1,
@@ -280,7 +280,7 @@ impl BatchBuilder {
         self.target_capacity = self.target_capacity.max(self.buf.len());
         let mut batch = match self.compression {
             // The header room is already in place: hand over the buffer itself.
-            Compression::None => self.buf.split(),
+            Compression::None => BytesMut::from(bytes::Bytes::from(std::mem::take(&mut self.buf))),
             codec => self.compressors.compress(codec, &self.buf[BATCH_HEADER_LEN..])?,
         };
         let batch_length = check_len("record batch", batch.len() - LOG_OVERHEAD)?;
@@ -537,7 +537,7 @@ fn header_len(key: &str, value: Option<&[u8]>) -> usize {
 }
 
 #[inline]
-fn put_bytes_field(out: &mut BytesMut, field: Option<&[u8]>) {
+fn put_bytes_field(out: &mut Vec<u8>, field: Option<&[u8]>) {
     match field {
         Some(bytes) => {
             put_varint(out, bytes.len() as i32);
@@ -548,7 +548,7 @@ fn put_bytes_field(out: &mut BytesMut, field: Option<&[u8]>) {
 }
 
 #[inline]
-fn put_header(out: &mut BytesMut, key: &str, value: Option<&[u8]>) {
+fn put_header(out: &mut Vec<u8>, key: &str, value: Option<&[u8]>) {
     put_varint(out, key.len() as i32);
     out.put_slice(key.as_bytes());
     put_bytes_field(out, value);
