@@ -31,6 +31,11 @@ impl GroupCommit {
         }
     }
 
+    /// Everything before this offset is on stable storage.
+    pub fn durable(&self) -> i64 {
+        *self.durable.borrow()
+    }
+
     /// Returns once every offset before `target` is durable, syncing if needed.
     pub async fn wait_durable(&self, partition: &Arc<Partition>, target: i64) -> Result<()> {
         let mut rx = self.durable.subscribe();

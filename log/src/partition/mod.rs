@@ -140,6 +140,11 @@ impl Partition {
         *self.visible.borrow()
     }
 
+    /// One past the last offset known to be on stable storage (fsynced).
+    pub fn durable_offset(&self) -> i64 {
+        self.group_commit.durable()
+    }
+
     /// Bytes of all segments.
     pub fn size_bytes(&self) -> u64 {
         self.state.read().segments.iter().map(|s| s.size).sum()
