@@ -471,6 +471,35 @@ impl BatchRead<'_> {
     }
 }
 
+/// Calls `f` with every batch of a sealed segment's file, in order, each one checked
+/// as [`BatchRead::read`] checks it.
+pub(crate) fn for_each_batch(
+    file: &File,
+    path: &Path,
+    (base_offset, next_offset, size): (i64, i64, u64),
+    mut f: impl FnMut(&Batch) -> Result<()>,
+) -> Result<()> {
+    let mut read = BatchRead {
+        file,
+        path,
+        start: 0,
+        first_offset: base_offset,
+        end: size,
+        continuity: Continuity::Increasing,
+        segment_next: next_offset,
+    };
+    while read.start < size {
+        let (batches, bytes) = read.read(i64::MIN, i64::MAX, 8 << 20)?;
+        let Some(last) = batches.last() else { break };
+        read.first_offset = last.last_offset() + 1;
+        read.start += bytes as u64;
+        for batch in &batches {
+            f(batch)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads exactly `len` bytes at `position`.
 pub(crate) fn read_exact(file: &File, path: &Path, position: u64, len: usize) -> Result<Bytes> {
     let mut buf = BytesMut::zeroed(len);

@@ -17,7 +17,7 @@ use crate::batch::{Batch, BatchBuilder, ProducerFields, StoredRecord, set_base_o
 use crate::config::CleanupPolicy;
 use crate::error::{IoContext, Result};
 use crate::fsutil;
-use crate::segment::{self, BatchRead, Continuity, Segment};
+use crate::segment::{self, Segment};
 
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -264,24 +264,11 @@ impl Partition {
 }
 
 /// Calls `f` with every batch of a sealed segment, in order.
-fn for_each_batch(view: &SealedView, mut f: impl FnMut(&Batch) -> Result<()>) -> Result<()> {
-    let mut read = BatchRead {
-        file: &view.file,
-        path: &view.path,
-        start: 0,
-        first_offset: view.base_offset,
-        end: view.size,
-        continuity: Continuity::Increasing,
-        segment_next: view.next_offset,
-    };
-    while read.start < view.size {
-        let (batches, bytes) = read.read(i64::MIN, i64::MAX, 8 << 20)?;
-        let Some(last) = batches.last() else { break };
-        read.first_offset = last.last_offset() + 1;
-        for batch in &batches {
-            f(batch)?;
-        }
-        read.start += bytes as u64;
-    }
-    Ok(())
+fn for_each_batch(view: &SealedView, f: impl FnMut(&Batch) -> Result<()>) -> Result<()> {
+    segment::for_each_batch(
+        &view.file,
+        &view.path,
+        (view.base_offset, view.next_offset, view.size),
+        f,
+    )
 }

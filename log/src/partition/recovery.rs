@@ -15,7 +15,7 @@ use crate::config::{CleanupPolicy, TopicConfig};
 use crate::error::{IoContext, LogError, Result};
 use crate::fsutil;
 use crate::position::{POSITION_HEADER, Position, ProducerId, ProducerStates};
-use crate::segment::{self, BatchRead, Continuity, Segment};
+use crate::segment::{self, Continuity, Segment};
 
 use super::durability::{read_recovery_point, write_recovery_point};
 
@@ -111,24 +111,11 @@ fn producer_snapshot_before(dir: &Path, sealed: &[Segment], base: i64) -> Result
     }
     let (from_base, mut states) = from.unwrap_or((i64::MIN, ProducerStates::default()));
     for segment in sealed.iter().filter(|s| s.base_offset >= from_base) {
-        let mut read = BatchRead {
-            file: &segment.file,
-            path: &segment.path,
-            start: 0,
-            first_offset: segment.base_offset,
-            end: segment.size,
-            continuity: Continuity::Increasing,
-            segment_next: segment.next_offset,
-        };
-        while read.start < segment.size {
-            let (batches, bytes) = read.read(i64::MIN, i64::MAX, 8 << 20)?;
-            let Some(last) = batches.last() else { break };
-            read.first_offset = last.last_offset() + 1;
-            read.start += bytes as u64;
-            for batch in &batches {
-                replay_position(&mut states, batch);
-            }
-        }
+        let range = (segment.base_offset, segment.next_offset, segment.size);
+        segment::for_each_batch(&segment.file, &segment.path, range, |batch| {
+            replay_position(&mut states, batch);
+            Ok(())
+        })?;
     }
     Ok(states)
 }
