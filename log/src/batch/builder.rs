@@ -11,12 +11,6 @@ use super::{
 /// Fields below this size cannot overflow a record's i32 length in the fast path.
 const PLAIN_FIELD_LIMIT: usize = 1 << 29;
 
-/// Bytes copied at once for a record's small fields (at most 27 of them are used).
-const FIXED_COPY: usize = 32;
-
-/// Room kept in front of the fields for the record's length varint.
-const MAX_VARINT_PREFIX: usize = 5;
-
 /// Fields the log fills in when it seals a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerFields {
@@ -432,54 +426,44 @@ impl BatchBuilder {
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let key_len = key.map_or(0, <[u8]>::len);
         let value_len = value.map_or(0, <[u8]>::len);
-        let mut fields = Scratch {
-            len: MAX_VARINT_PREFIX,
-            ..Scratch::default()
-        };
-        fields.byte(0); // record attributes: unused in v2
-        fields.varlong(timestamp.wrapping_sub(self.first_timestamp));
-        fields.varint(offset_delta);
-        fields.varint(key.map_or(-1, |_| key_len as i32));
-        let value_len_at = fields.len;
-        fields.varint(value.map_or(-1, |_| value_len as i32));
-        let end = fields.len;
-        let header_count_at = (end - MAX_VARINT_PREFIX) + key_len + value_len;
+        // The small fields are packed into registers, not a byte array: bytes stored
+        // one by one and then loaded as a block stall the CPU (no store forwarding),
+        // which cost more than the rest of the record.
+        let mut head = Packed::default();
+        head.byte(0); // record attributes: unused in v2
+        head.varint(zigzag64(timestamp.wrapping_sub(self.first_timestamp)));
+        head.varint(zigzag64(i64::from(offset_delta)));
+        head.varint(zigzag64(key.map_or(-1, |_| key_len as i64)));
+        let mut tail = Packed::default();
+        tail.varint(zigzag64(value.map_or(-1, |_| value_len as i64)));
+        let header_count_at = head.len + key_len + tail.len + value_len;
         let body_len = header_count_at + 1;
-        // The length varint goes right in front of the fields, byte by byte (a
-        // variable-length copy would be a `memmove` call).
-        let prefix_len = varint_len(body_len as i32);
-        let from = MAX_VARINT_PREFIX - prefix_len;
-        let mut zigzag = (body_len as u32) << 1;
-        for i in 0..prefix_len {
-            let more = if i + 1 < prefix_len { 0x80 } else { 0 };
-            fields.bytes[from + i] = (zigzag as u8 & 0x7f) | more;
-            zigzag >>= 7;
+        let mut prefix = Packed::default();
+        prefix.varint(zigzag64(body_len as i64));
+        if prefix.len + head.len > Packed::CAPACITY || tail.len > Packed::CAPACITY {
+            // Extreme timestamp deltas: the general path handles them.
+            self.encode_fields_unpacked(offset_delta, timestamp, key, value);
+            return;
         }
-
+        let mut first = prefix.then(head);
         let start = self.buf.len();
-        self.buf.reserve(end - from + key_len + value_len + 1);
-        match key {
-            Some(key) => {
-                self.buf.extend_from_slice(&fields.bytes[from..value_len_at]);
-                self.buf.extend_from_slice(key);
-                self.buf.extend_from_slice(&fields.bytes[value_len_at..end]);
-            }
-            None => {
-                // A fixed-size copy compiles to a few moves instead of a `memmove` call,
-                // which costs more than the copy itself for a dozen bytes; the bytes
-                // past the fields are cut off again right away.
-                let keep = self.buf.len() + (end - from);
-                let chunk: &[u8; FIXED_COPY] = fields.bytes[from..from + FIXED_COPY]
-                    .try_into()
-                    .unwrap_or(&[0; FIXED_COPY]);
-                self.buf.extend_from_slice(chunk);
-                self.buf.truncate(keep);
-            }
+        self.buf
+            .reserve(first.len + key_len + tail.len + value_len + 1 + Packed::CAPACITY);
+        if let Some(key) = key {
+            first.write_to(&mut self.buf);
+            self.buf.extend_from_slice(key);
+            first = tail;
+        } else if first.len + tail.len <= Packed::CAPACITY {
+            first = first.then(tail);
+        } else {
+            first.write_to(&mut self.buf);
+            first = tail;
         }
+        first.write_to(&mut self.buf);
         if let Some(value) = value {
             self.buf.extend_from_slice(value);
         }
-        self.buf.put_u8(0); // header count
+        self.buf.push(0); // header count
         self.count += 1;
         self.last_offset_delta = offset_delta;
         self.last = Some(LastRecord {
@@ -487,6 +471,15 @@ impl BatchBuilder {
             header_count_at,
             header_count: 0,
         });
+    }
+
+    /// The fallback of `encode_plain` for fields too long to pack.
+    fn encode_fields_unpacked(&mut self, offset_delta: i32, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+        if let Err(BatchError::TooLarge { what, len }) =
+            self.encode(offset_delta, timestamp, key, value, std::iter::empty())
+        {
+            self.oversized = Some((what, len));
+        }
     }
 
     /// Rewrites every record's timestamp delta relative to the minimum timestamp.
@@ -598,6 +591,75 @@ impl Scratch {
         let len = std::mem::take(&mut self.len);
         &self.bytes[..len]
     }
+}
+
+/// Up to 16 bytes of varints held in a register, written with one fixed-size copy.
+#[derive(Debug, Default, Clone, Copy)]
+struct Packed {
+    bits: u128,
+    len: usize,
+}
+
+impl Packed {
+    const CAPACITY: usize = 16;
+
+    #[inline]
+    fn byte(&mut self, byte: u8) {
+        if self.len < Self::CAPACITY {
+            self.bits |= u128::from(byte) << (self.len * 8);
+        }
+        self.len += 1;
+    }
+
+    /// Appends a varint; the usual one-to-three-byte ones with one shift, not a loop.
+    #[inline]
+    fn varint(&mut self, zigzag: u64) {
+        let (bits, len) = if zigzag < 1 << 7 {
+            (zigzag, 1)
+        } else if zigzag < 1 << 14 {
+            ((zigzag & 0x7f) | 0x80 | ((zigzag >> 7) << 8), 2)
+        } else if zigzag < 1 << 21 {
+            (
+                (zigzag & 0x7f) | 0x80 | (((zigzag >> 7) & 0x7f) | 0x80) << 8 | ((zigzag >> 14) << 16),
+                3,
+            )
+        } else {
+            let mut rest = zigzag;
+            while rest >= 0x80 {
+                self.byte((rest as u8) | 0x80);
+                rest >>= 7;
+            }
+            self.byte(rest as u8);
+            return;
+        };
+        if self.len + len <= Self::CAPACITY {
+            self.bits |= u128::from(bits) << (self.len * 8);
+        }
+        self.len += len;
+    }
+
+    /// `self` followed by `next`; the caller checks that both fit.
+    #[inline]
+    fn then(self, next: Packed) -> Packed {
+        Packed {
+            bits: self.bits | next.bits.checked_shl((self.len * 8) as u32).unwrap_or(0),
+            len: self.len + next.len,
+        }
+    }
+
+    /// Appends the bytes: all 16 are copied (a fixed-size copy is a couple of moves,
+    /// where a variable one is a `memmove` call) and the excess is cut off again.
+    #[inline]
+    fn write_to(self, buf: &mut Vec<u8>) {
+        let keep = buf.len() + self.len;
+        buf.extend_from_slice(&self.bits.to_le_bytes());
+        buf.truncate(keep);
+    }
+}
+
+#[inline]
+fn zigzag64(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
 }
 
 /// `len` as an i32 length field, or [`BatchError::TooLarge`].
