@@ -1,0 +1,144 @@
+//! What the runtime gives a running connector: its identity, metrics, dead letters.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use std::sync::Mutex;
+
+use crate::error::ConnectorError;
+
+/// A record that could not be processed, with why and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub key: Option<Bytes>,
+    /// The raw input (a line of a file, a record's value).
+    pub payload: Option<Bytes>,
+    /// Why it was rejected: "invalid JSON at column 17: expected `,`".
+    pub reason: String,
+    /// Where it came from: "orders.jsonl:42", "orders/0@1730".
+    pub origin: String,
+}
+
+/// Where dead letters go; the runtime provides it according to the connector's
+/// `errors.tolerance`: to the dead-letter topic, or an error that fails the task.
+pub trait DeadLetters: Send + Sync {
+    fn send(&self, connector: &str, letter: DeadLetter) -> Result<(), ConnectorError>;
+}
+
+/// Keeps dead letters in memory: for testing connectors.
+#[derive(Debug, Default)]
+pub struct CollectDeadLetters {
+    letters: Mutex<Vec<(String, DeadLetter)>>,
+}
+
+impl CollectDeadLetters {
+    /// The letters so far, with the connector that sent each, oldest first.
+    pub fn take(&self) -> Vec<(String, DeadLetter)> {
+        std::mem::take(&mut *self.letters.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl DeadLetters for CollectDeadLetters {
+    fn send(&self, connector: &str, letter: DeadLetter) -> Result<(), ConnectorError> {
+        self.letters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((connector.to_owned(), letter));
+        Ok(())
+    }
+}
+
+/// Counters a task keeps; the runtime exports them as metrics.
+#[derive(Debug, Default)]
+pub struct TaskMetrics {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+impl TaskMetrics {
+    pub fn add_records(&self, records: u64, bytes: u64) {
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The context of one task of a connector.
+#[derive(Clone)]
+struct TaskContext {
+    name: Arc<str>,
+    task: u32,
+    metrics: Arc<TaskMetrics>,
+    dead_letters: Arc<dyn DeadLetters>,
+}
+
+impl TaskContext {
+    fn dead_letter(&self, letter: DeadLetter) -> Result<(), ConnectorError> {
+        self.dead_letters.send(&self.name, letter)?;
+        self.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("name", &self.name)
+            .field("task", &self.task)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! task_context {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(TaskContext);
+
+        impl $name {
+            /// Built by the runtime (and by tests, with [`CollectDeadLetters`] or a
+            /// failing implementation).
+            pub fn new(
+                name: impl Into<Arc<str>>,
+                task: u32,
+                metrics: Arc<TaskMetrics>,
+                dead_letters: Arc<dyn DeadLetters>,
+            ) -> Self {
+                $name(TaskContext { name: name.into(), task, metrics, dead_letters })
+            }
+
+            /// The connector's name.
+            pub fn name(&self) -> &str {
+                &self.0.name
+            }
+
+            /// The task's number within the connector.
+            pub fn task(&self) -> u32 {
+                self.0.task
+            }
+
+            pub fn metrics(&self) -> &TaskMetrics {
+                &self.0.metrics
+            }
+
+            /// Hands over a record that cannot be processed. Returns an error when the
+            /// connector's policy is to fail on bad records: return it from the call
+            /// in progress.
+            pub fn dead_letter(&self, letter: DeadLetter) -> Result<(), ConnectorError> {
+                self.0.dead_letter(letter)
+            }
+        }
+    };
+}
+
+task_context!(
+    /// What a source task gets from the runtime.
+    SourceContext
+);
+task_context!(
+    /// What a sink task gets from the runtime.
+    SinkContext
+);

@@ -1,0 +1,91 @@
+//! `plexus bench ...`: end-to-end benchmarks in one process.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use plexus_config::Config;
+use plexus_runtime::{Registry, Worker};
+
+#[derive(Subcommand)]
+pub enum Bench {
+    /// datagen -> log -> a sink that discards, in one process.
+    Pipeline {
+        #[arg(long, default_value_t = 5_000_000)]
+        records: u64,
+        /// Where the benchmark's log lives (emptied first).
+        #[arg(long, default_value = "target/pipeline-bench")]
+        dir: PathBuf,
+    },
+}
+
+pub async fn run(which: Bench) -> anyhow::Result<std::process::ExitCode> {
+    match which {
+        Bench::Pipeline { records, dir } => pipeline(records, &dir).await,
+    }
+}
+
+async fn pipeline(records: u64, dir: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).with_context(|| format!("create `{}`", dir.display()))?;
+    let text = format!(
+        r#"
+[worker]
+data_dir = "{data}"
+
+[[connector]]
+name = "gen"
+type = "datagen"
+topic = "bench"
+[connector.settings]
+seed = 7
+count = {records}
+tables = ["orders"]
+
+[[connector]]
+name = "drop"
+type = "discard"
+topics = ["bench"]
+"#,
+        data = dir.join("data").display()
+    );
+    let registry = Registry::builtin();
+    let config = Config::load_str(&[(PathBuf::from("pipeline-bench.toml"), text)], &registry, &|_| None)
+        .map_err(|p| anyhow::anyhow!("{p}"))?;
+    let started = Instant::now();
+    let worker = Worker::start(&config, registry).await?;
+    let sink_records = loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let metrics = worker.metrics();
+        let done = metrics.get("drop").map_or(0, |m| m.records.load(std::sync::atomic::Ordering::Relaxed));
+        if done >= records {
+            break done;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("the pipeline did not finish within 10 minutes ({done} of {records} records)");
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let bytes: u64 = worker
+        .metrics()
+        .get("drop")
+        .map_or(0, |m| m.bytes.load(std::sync::atomic::Ordering::Relaxed));
+    worker.shutdown().await?;
+    let rss = peak_rss_mb().unwrap_or(f64::NAN);
+    println!(
+        "pipeline-bench: records={sink_records} rec_s={:.0} mb_s={:.1} peak_rss_mb={rss:.1}",
+        sink_records as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// The process's peak resident set size (VmHWM), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

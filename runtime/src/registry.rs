@@ -1,0 +1,50 @@
+//! The connector types a worker knows: built-ins now, plugins later.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use plexus_config::{ConfigSchema, ConnectorKind, ConnectorTypes};
+use plexus_connector::ConnectorFactory;
+
+/// Connector types by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    factories: BTreeMap<String, Arc<dyn ConnectorFactory>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.factories.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// The connectors built into plexus.
+    pub fn builtin() -> Registry {
+        let mut registry = Registry::default();
+        registry.register(Arc::new(plexus_connector_datagen::DatagenFactory::new()));
+        registry.register(Arc::new(plexus_connector_file::FileSourceFactory::new()));
+        registry.register(Arc::new(plexus_connector_file::FileSinkFactory::new()));
+        registry.register(Arc::new(crate::discard::DiscardFactory));
+        registry
+    }
+
+    /// Adds a type; a later one with the same name replaces the earlier.
+    pub fn register(&mut self, factory: Arc<dyn ConnectorFactory>) {
+        self.factories.insert(factory.type_name().to_owned(), factory);
+    }
+
+    pub fn get(&self, type_name: &str) -> Option<&Arc<dyn ConnectorFactory>> {
+        self.factories.get(type_name)
+    }
+}
+
+impl ConnectorTypes for Registry {
+    fn lookup(&self, type_name: &str) -> Option<(ConnectorKind, &ConfigSchema)> {
+        self.factories.get(type_name).map(|f| (f.kind(), f.schema()))
+    }
+
+    fn type_names(&self) -> Vec<String> {
+        self.factories.keys().cloned().collect()
+    }
+}

@@ -1,0 +1,168 @@
+//! One sink task: read the connector's topics from the log, write to the sink, flush
+//! and commit offsets.
+//!
+//! Offsets are committed to the consumer group named after the connector, only after
+//! the sink's `flush` succeeded. A sink that keeps offsets in its destination returns
+//! them from `start` and the task resumes from those instead (exactly once).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plexus_connector::{ConnectorError, Header, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition};
+use plexus_log::{LogError, Partition};
+
+use crate::task::{TaskEnd, TaskEnv, log_error};
+
+/// How often written records are flushed and their offsets committed.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Flush sooner when this many records wait.
+const FLUSH_RECORDS: usize = 100_000;
+/// Bytes read from one partition at a time (bounds the task's memory).
+const FETCH_BYTES: usize = 1 << 20;
+
+struct Assigned {
+    topic: Arc<str>,
+    partition: Arc<Partition>,
+    next: i64,
+}
+
+pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEnd, ConnectorError> {
+    let ctx = SinkContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone());
+    let group = env.connector.name.clone();
+    let stored = sink.start(&ctx).await?;
+    let mut assigned = Vec::new();
+    for topic_name in &env.connector.topics {
+        env.log.partition(topic_name, 0).await.map_err(|e| match e {
+            LogError::UnknownTopic(_) => ConnectorError::retriable(format!(
+                "topic `{topic_name}` does not exist yet (the worker does not create topics)"
+            )),
+            other => log_error(other),
+        })?;
+        let topic = env
+            .log
+            .topic(topic_name)
+            .ok_or_else(|| ConnectorError::retriable(format!("topic `{topic_name}` vanished")))?;
+        for partition in topic.partitions() {
+            let tp = TopicPartition {
+                topic: topic_name.clone(),
+                partition: partition.id(),
+            };
+            let from_sink = stored.as_ref().and_then(|offsets| offsets.get(&tp).copied());
+            let committed = env.log.groups().committed(&group, topic_name, partition.id()).map(|c| c.offset);
+            let next = from_sink.or(committed).unwrap_or_else(|| partition.start_offset());
+            assigned.push(Assigned {
+                topic: Arc::from(topic_name.as_str()),
+                partition: Arc::clone(partition),
+                next,
+            });
+        }
+    }
+    tracing::info!(connector = %env.connector.name, partitions = assigned.len(), "Sink starting.");
+
+    let mut pending = 0usize;
+    let mut last_flush = Instant::now();
+    let end = loop {
+        if env.stopping() {
+            break TaskEnd::Stopped;
+        }
+        let mut got = 0usize;
+        for a in &mut assigned {
+            let records = fetch(a, &env.connector.name).await?;
+            if records.is_empty() {
+                continue;
+            }
+            got += records.len();
+            let bytes: u64 = records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64)).sum();
+            env.metrics.add_records(records.len() as u64, bytes);
+            sink.write(&ctx, records).await?;
+            env.dlq.drain(&env.log).await?;
+        }
+        pending += got;
+        if pending > 0 && (pending >= FLUSH_RECORDS || last_flush.elapsed() >= FLUSH_INTERVAL) {
+            commit(env, sink, &ctx, &assigned).await?;
+            pending = 0;
+            last_flush = Instant::now();
+        }
+        if got == 0 {
+            // Nothing anywhere: wait for the first partition (or a timeout) rather than spin.
+            let wait = async {
+                if let Some(a) = assigned.first() {
+                    let _ = a.partition.read_wait(a.next, 1, Duration::from_millis(200)).await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            tokio::select! {
+                _ = wait => {}
+                _ = env.stop_requested() => break TaskEnd::Stopped,
+            }
+        }
+    };
+    if pending > 0 {
+        commit(env, sink, &ctx, &assigned).await?;
+    }
+    sink.stop().await?;
+    tracing::info!(connector = %env.connector.name, "Sink stopped.");
+    Ok(end)
+}
+
+/// Reads what is available from one partition and advances its next offset.
+async fn fetch(a: &mut Assigned, connector: &str) -> Result<Vec<SinkRecord>, ConnectorError> {
+    let fetch = match a.partition.read(a.next, FETCH_BYTES).await {
+        Ok(fetch) => fetch,
+        Err(LogError::OffsetOutOfRange { start, end, .. }) => {
+            // Retention deleted what the group had not read, or the log was reset.
+            let next = if a.next < start { start } else { end };
+            tracing::warn!(connector, topic = %a.topic, partition = a.partition.id(), from = a.next, to = next, "Committed offset out of range; moving to the nearest valid offset.");
+            a.next = next;
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(log_error(e)),
+    };
+    let mut out = Vec::new();
+    for record in fetch.records() {
+        let record = record.map_err(|e| ConnectorError::fatal(format!("decode a record of `{}`: {e}", a.topic)))?;
+        out.push(SinkRecord {
+            topic: Arc::clone(&a.topic),
+            partition: a.partition.id(),
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: record.key,
+            value: record.value,
+            headers: record
+                .headers
+                .into_iter()
+                .map(|h| Header {
+                    key: h.key,
+                    value: h.value,
+                })
+                .collect(),
+        });
+    }
+    a.next = fetch.next_offset();
+    Ok(out)
+}
+
+/// Flushes the sink, then commits the offsets after what it wrote.
+async fn commit(env: &TaskEnv, sink: &mut dyn Sink, ctx: &SinkContext, assigned: &[Assigned]) -> Result<(), ConnectorError> {
+    let offsets: SinkOffsets = assigned
+        .iter()
+        .map(|a| {
+            (
+                TopicPartition {
+                    topic: a.topic.to_string(),
+                    partition: a.partition.id(),
+                },
+                a.next,
+            )
+        })
+        .collect();
+    sink.flush(ctx, &offsets).await?;
+    env.dlq.drain(&env.log).await?;
+    let commits: Vec<(&str, u32, i64)> = assigned.iter().map(|a| (&*a.topic, a.partition.id(), a.next)).collect();
+    env.log
+        .groups()
+        .commit_many(&env.connector.name, &commits, "")
+        .await
+        .map_err(log_error)
+}

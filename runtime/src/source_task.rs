@@ -1,0 +1,204 @@
+//! One source task: poll the source, append to the log exactly once, commit positions.
+//!
+//! Exactly once into the log rests on two things:
+//!
+//! * Every append carries the source position of its batch. A batch that spans several
+//!   partitions becomes one append per partition, each with the batch's position, and
+//!   the log refuses an append whose position a partition already holds. A batch
+//!   replayed after a crash is therefore written only where it was missing.
+//! * After all of a batch's appends, a marker with the position goes to the internal
+//!   topic `__source_positions`. A restarted source resumes after the newest marker:
+//!   every batch up to it is complete everywhere, and the ones after it are replayed
+//!   and deduplicated per partition as above. (The marker needs no fsync of its own:
+//!   losing one only makes the replay longer.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plexus_connector::{ConnectorError, Poll, Position, Source, SourceBatch, SourceContext};
+use plexus_log::{AppendOutcome, BatchBuilder, Compression, LogError, Partition, ProducerId, Topic, TopicConfig};
+
+use crate::task::{TaskEnv, TaskEnd, log_error};
+
+/// The internal topic of source positions.
+pub const POSITIONS_TOPIC: &str = "__source_positions";
+
+/// How often positions are made durable and committed to the source system.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<TaskEnd, ConnectorError> {
+    let ctx = SourceContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone());
+    let producer = ProducerId::from_name(&env.connector.name);
+    let markers = positions_partition(env).await?;
+    let resume = markers
+        .producer_position(producer)
+        .map(|entry| Position::from_bytes(entry.position.as_bytes().clone()));
+    tracing::info!(connector = %env.connector.name, resume = ?resume, "Source starting.");
+    source.start(&ctx, resume).await?;
+
+    let mut writer = BatchWriter {
+        producer,
+        markers,
+        topics: HashMap::new(),
+        touched: BTreeMap::new(),
+        sticky: 0,
+        builder: BatchBuilder::new(Compression::Lz4),
+    };
+    let mut uncommitted: Option<Position> = None;
+    let mut last_commit = Instant::now();
+    let end = loop {
+        if env.stopping() {
+            break TaskEnd::Stopped;
+        }
+        let poll = tokio::select! {
+            poll = source.poll(&ctx) => poll?,
+            _ = env.stop_requested() => break TaskEnd::Stopped,
+        };
+        match poll {
+            Poll::Batch(batch) => {
+                env.dlq.drain(&env.log).await?;
+                let position = batch.position.clone();
+                writer.write(env, batch).await?;
+                uncommitted = Some(position);
+            }
+            Poll::Idle => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = env.stop_requested() => break TaskEnd::Stopped,
+                }
+            }
+            Poll::Finished => break TaskEnd::Finished,
+        }
+        if last_commit.elapsed() >= COMMIT_INTERVAL
+            && let Some(position) = uncommitted.take()
+        {
+            writer.commit(source, &position).await?;
+            last_commit = Instant::now();
+        }
+    };
+    env.dlq.drain(&env.log).await?;
+    if let Some(position) = uncommitted.take() {
+        writer.commit(source, &position).await?;
+    }
+    source.stop().await?;
+    tracing::info!(connector = %env.connector.name, end = ?end, "Source stopped.");
+    Ok(end)
+}
+
+/// Splits batches by partition and appends them with their position.
+struct BatchWriter {
+    producer: ProducerId,
+    markers: Arc<Partition>,
+    topics: HashMap<String, Arc<Topic>>,
+    /// Partitions written since the last commit, to flush before committing.
+    touched: BTreeMap<(String, u32), Arc<Partition>>,
+    /// Partition for records without a key, rotated per batch (Kafka's sticky partitioner).
+    sticky: usize,
+    builder: BatchBuilder,
+}
+
+impl BatchWriter {
+    async fn write(&mut self, env: &TaskEnv, batch: SourceBatch) -> Result<(), ConnectorError> {
+        let SourceBatch { records, position } = batch;
+        let log_position = plexus_log::Position::from_bytes(position.as_bytes().clone());
+        let default_topic = env.connector.topics.first().cloned().unwrap_or_default();
+        self.sticky = self.sticky.wrapping_add(1);
+
+        // Group by (topic, partition), keeping each group's records in order.
+        let mut groups: BTreeMap<(String, u32), Vec<usize>> = BTreeMap::new();
+        for (i, record) in records.iter().enumerate() {
+            let topic_name = record.topic.as_deref().unwrap_or(&default_topic);
+            let topic = self.topic(env, topic_name).await?;
+            let count = topic.partitions().len().max(1);
+            let partition = match &record.key {
+                Some(key) => fnv1a(key) as usize % count,
+                None => self.sticky % count,
+            };
+            groups.entry((topic_name.to_owned(), partition as u32)).or_default().push(i);
+        }
+        let mut bytes = 0u64;
+        for ((topic_name, partition), indexes) in groups {
+            let topic = self.topic(env, &topic_name).await?;
+            let partition = Arc::clone(topic.partition(partition).map_err(log_error)?);
+            for &i in &indexes {
+                let r = &records[i];
+                let headers: Vec<(&str, Option<&[u8]>)> =
+                    r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
+                bytes += r.value.as_ref().map_or(0, |v| v.len() as u64) + r.key.as_ref().map_or(0, |k| k.len() as u64);
+                self.builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
+            }
+            let outcome = partition
+                .append_with_position(&mut self.builder, self.producer, log_position.clone())
+                .await
+                .map_err(log_error)?;
+            if let AppendOutcome::AlreadyWritten { .. } = outcome {
+                tracing::debug!(connector = %env.connector.name, topic = %topic_name, "Replayed batch already in the log.");
+            }
+            self.touched.insert((topic_name, partition.id()), partition);
+        }
+        // The marker: this batch is complete in every partition.
+        self.builder.push(crate::now_ms(), Some(env.connector.name.as_bytes()), Some(position.as_bytes()), &[]);
+        self.markers
+            .append_with_position(&mut self.builder, self.producer, log_position)
+            .await
+            .map_err(log_error)?;
+        env.metrics.add_records(records.len() as u64, bytes);
+        Ok(())
+    }
+
+    /// Makes the written batches durable, then lets the source acknowledge its system.
+    async fn commit(&mut self, source: &mut dyn Source, position: &Position) -> Result<(), ConnectorError> {
+        for partition in std::mem::take(&mut self.touched).into_values() {
+            partition.flush().await.map_err(log_error)?;
+        }
+        self.markers.flush().await.map_err(log_error)?;
+        source.commit(position).await
+    }
+
+    async fn topic(&mut self, env: &TaskEnv, name: &str) -> Result<Arc<Topic>, ConnectorError> {
+        if let Some(topic) = self.topics.get(name) {
+            return Ok(Arc::clone(topic));
+        }
+        env.log.partition(name, 0).await.map_err(|e| match e {
+            LogError::UnknownTopic(_) => ConnectorError::fatal(format!(
+                "topic `{name}` does not exist and the worker does not create topics (`auto_create_topics = false`); create it with `plexus topics create {name}`"
+            )),
+            other => log_error(other),
+        })?;
+        let topic = env
+            .log
+            .topic(name)
+            .ok_or_else(|| ConnectorError::retriable(format!("topic `{name}` vanished")))?;
+        self.topics.insert(name.to_owned(), Arc::clone(&topic));
+        Ok(topic)
+    }
+}
+
+async fn positions_partition(env: &TaskEnv) -> Result<Arc<Partition>, ConnectorError> {
+    if env.log.topic(POSITIONS_TOPIC).is_none() {
+        let config = TopicConfig {
+            fsync: plexus_log::FsyncPolicy::Never,
+            ..TopicConfig::compacted()
+        };
+        match env.log.create_topic(POSITIONS_TOPIC, config).await {
+            Ok(_) | Err(LogError::TopicExists(_)) => {}
+            Err(e) => return Err(log_error(e)),
+        }
+    }
+    let topic = env
+        .log
+        .topic(POSITIONS_TOPIC)
+        .ok_or_else(|| ConnectorError::retriable("the positions topic vanished"))?;
+    topic.partition(0).cloned().map_err(log_error)
+}
+
+/// FNV-1a: a stable hash, so a key always lands in the same partition.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}

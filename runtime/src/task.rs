@@ -1,0 +1,54 @@
+//! What every task gets: the log, its configuration, metrics, dead letters, and the
+//! signal to stop.
+
+use std::sync::Arc;
+
+use plexus_config::ConnectorConfig;
+use plexus_connector::{ConnectorError, TaskMetrics};
+use plexus_log::{Log, LogError};
+use tokio::sync::watch;
+
+use crate::dead_letter::DeadLetterQueue;
+
+/// How a task ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// A bounded source emitted everything.
+    Finished,
+    /// The worker asked it to stop (shutdown, reload, removal).
+    Stopped,
+}
+
+pub(crate) struct TaskEnv {
+    pub log: Log,
+    pub connector: Arc<ConnectorConfig>,
+    pub metrics: Arc<TaskMetrics>,
+    pub dlq: Arc<DeadLetterQueue>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl TaskEnv {
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Resolves when the worker asks the task to stop.
+    pub async fn stop_requested(&self) {
+        let mut stop = self.stop.clone();
+        // An error means the worker is gone: stop too.
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// Log errors seen by a task: a full disk or a failed write may pass, so retry.
+pub(crate) fn log_error(err: LogError) -> ConnectorError {
+    let retriable = !matches!(
+        err,
+        LogError::InvalidTopicName { .. } | LogError::InvalidTopicConfig { .. } | LogError::BatchTooLarge { .. }
+    );
+    if retriable {
+        ConnectorError::retriable(err.to_string())
+    } else {
+        ConnectorError::fatal(err.to_string())
+    }
+}
