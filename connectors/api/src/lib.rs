@@ -123,7 +123,10 @@ pub trait ConnectorFactory: Send + Sync {
     /// One task's source. Only called for [`ConnectorKind::Source`] types.
     fn create_source(&self, settings: &Settings) -> Result<Box<dyn Source>, ConnectorError> {
         let _ = settings;
-        Err(ConnectorError::config(format!("`{}` is not a source", self.type_name())))
+        Err(ConnectorError::config(format!(
+            "`{}` is not a source",
+            self.type_name()
+        )))
     }
 
     /// One task's sink. Only called for [`ConnectorKind::Sink`] types.

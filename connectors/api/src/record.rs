@@ -89,7 +89,9 @@ impl Position {
     }
 
     pub fn from_parts(parts: &[u64]) -> Position {
-        Position(Bytes::from(parts.iter().flat_map(|p| p.to_be_bytes()).collect::<Vec<u8>>()))
+        Position(Bytes::from(
+            parts.iter().flat_map(|p| p.to_be_bytes()).collect::<Vec<u8>>(),
+        ))
     }
 
     pub fn from_bytes(bytes: impl Into<Bytes>) -> Position {
@@ -107,7 +109,7 @@ impl Position {
 
     /// The parts, if this position was built with [`Position::from_parts`].
     pub fn parts(&self) -> Option<Vec<u64>> {
-        if self.0.len() % 8 != 0 {
+        if !self.0.len().is_multiple_of(8) {
             return None;
         }
         self.0
