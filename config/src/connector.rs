@@ -63,6 +63,9 @@ impl ErrorPolicy {
     }
 }
 
+/// In a source's `topic`, replaced by each record's table: `shop.{table}`.
+pub const TABLE_PLACEHOLDER: &str = "{table}";
+
 /// Keys of a `[[connector]]` table.
 const CONNECTOR_KEYS: [&str; 6] = ["name", "type", "topic", "topics", "settings", "errors"];
 
@@ -232,7 +235,18 @@ fn check_topics(
             let message = "a sink reads a list of topics: use `topics`, not `topic`";
             checker.report(entry.key_offset, message, Some(hint));
         } else if let Some(name) = checker.string("key", "topic", &entry.node) {
-            one = check_name(checker, entry.node.offset, name, "topic name").map(|name| vec![name.to_owned()]);
+            // A source's topic may name one topic per table: `shop.{table}`.
+            let probe = name.replace(TABLE_PLACEHOLDER, "table");
+            if probe.contains(['{', '}']) {
+                let hint = format!("the only placeholder is `{TABLE_PLACEHOLDER}`, as in `shop.{TABLE_PLACEHOLDER}`");
+                checker.report(
+                    entry.node.offset,
+                    format!("topic name `{name}` has an unknown placeholder"),
+                    Some(hint),
+                );
+            } else if check_name(checker, entry.node.offset, &probe, "topic name").is_some() {
+                one = Some(vec![name.to_owned()]);
+            }
         }
     }
     let mut many = None;

@@ -63,7 +63,7 @@ mod suggest;
 mod tree;
 mod worker;
 
-pub use connector::{ConnectorConfig, ErrorPolicy, ErrorTolerance};
+pub use connector::{ConnectorConfig, ErrorPolicy, ErrorTolerance, TABLE_PLACEHOLDER};
 pub use diagnostic::{Location, Problem, Problems};
 pub use duration::Duration;
 pub use error::ParseValueError;

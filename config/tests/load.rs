@@ -270,3 +270,18 @@ fn secrets_never_show() {
         "{problems}"
     );
 }
+
+#[test]
+fn a_source_topic_may_name_one_topic_per_table() {
+    let ok = "[[connector]]\nname = \"shop\"\ntype = \"datagen\"\ntopic = \"shop.{table}\"\n";
+    let config = load_text(ok, &|_| None).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(config.connectors[0].topics, vec!["shop.{table}".to_owned()]);
+
+    let typo = "[[connector]]\nname = \"shop\"\ntype = \"datagen\"\ntopic = \"shop.{tabel}\"\n";
+    let problems = load_text(typo, &|_| None).unwrap_err().to_string();
+    assert!(
+        problems.contains("4:9: error: topic name `shop.{tabel}` has an unknown placeholder"),
+        "{problems}"
+    );
+    assert!(problems.contains("`{table}`"), "{problems}");
+}

@@ -24,8 +24,10 @@ pub struct SourceRecord {
     /// `None` is a tombstone: the key was deleted.
     pub value: Option<Bytes>,
     pub headers: Vec<Header>,
-    /// The topic to write to, when a source writes several (one per table, say);
-    /// `None` means the connector's configured `topic`.
+    /// The table (or stream) the record belongs to, for sources that read several.
+    /// The connector's `topic` is a template: `{table}` in it is replaced by this
+    /// (`topic = "shop.{table}"` gives `shop.orders`, `shop.customers`, ...); a `topic`
+    /// without `{table}` takes every record of the connector.
     pub topic: Option<String>,
 }
 
