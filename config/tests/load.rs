@@ -30,22 +30,22 @@ fn quickstart_example_loads_cleanly() {
     assert_eq!(config.worker, WorkerConfig::default());
     assert_eq!(
         config.summary(),
-        "2 connectors (orders-gen: datagen -> orders; orders-out: file-sink <- orders), data in ./data"
+        "2 connectors (shop: datagen -> shop.{table}; orders-out: file-sink <- shop.orders), data in ./data"
     );
     let [generator, sink] = &config.connectors[..] else {
         panic!("{:?}", config.connectors)
     };
     assert_eq!(
         (generator.kind, generator.topics.as_slice()),
-        (ConnectorKind::Source, &["orders".to_owned()][..])
+        (ConnectorKind::Source, &["shop.{table}".to_owned()][..])
     );
-    assert_eq!(generator.settings.integer("rate"), Some(1000));
-    assert_eq!(generator.settings.integer("count"), Some(100_000));
+    assert_eq!(generator.settings.integer("seed"), Some(42));
+    assert_eq!(generator.settings.integer("count"), Some(20_000));
     assert_eq!(generator.errors.tolerance, ErrorTolerance::Fail);
-    assert_eq!(generator.errors.dead_letter_topic, "dlq.orders-gen");
+    assert_eq!(generator.errors.dead_letter_topic, "dlq.shop");
     assert_eq!((generator.location.line, generator.location.column), (5, 1));
     assert_eq!(sink.kind, ConnectorKind::Sink);
-    assert_eq!(sink.settings.string("path"), Some("./out/orders.jsonl"));
+    assert_eq!(sink.settings.string("path"), Some("./out"));
     assert_eq!(sink.settings.size("roll_size"), Some(64 << 20));
     assert_eq!(
         sink.settings.duration("roll_interval"),
@@ -54,10 +54,7 @@ fn quickstart_example_loads_cleanly() {
     assert_eq!(sink.settings.string("format"), Some("jsonl"), "defaults are filled in");
 
     let with_env = Config::load(&[path], &common::registry(), &common::env).unwrap();
-    assert_eq!(
-        with_env.connectors[1].settings.string("path"),
-        Some("/tmp/plexus-out/orders.jsonl")
-    );
+    assert_eq!(with_env.connectors[1].settings.string("path"), Some("/tmp/plexus-out"));
 }
 
 #[test]

@@ -58,7 +58,9 @@ topics = ["bench"]
     let sink_records = loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let metrics = worker.metrics();
-        let done = metrics.get("drop").map_or(0, |m| m.records.load(std::sync::atomic::Ordering::Relaxed));
+        let done = metrics
+            .get("drop")
+            .map_or(0, |m| m.records.load(std::sync::atomic::Ordering::Relaxed));
         if done >= records {
             break done;
         }

@@ -40,7 +40,8 @@ impl DeadLetterQueue {
             return Ok(0);
         }
         let partition = log.partition(&self.policy.dead_letter_topic, 0).await.map_err(|e| {
-            ConnectorError::retriable(format!("open dead-letter topic `{}`", self.policy.dead_letter_topic)).with_source(e)
+            ConnectorError::retriable(format!("open dead-letter topic `{}`", self.policy.dead_letter_topic))
+                .with_source(e)
         })?;
         let mut batch = BatchBuilder::new(Compression::None);
         for (connector, letter) in &letters {

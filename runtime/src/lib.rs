@@ -18,7 +18,7 @@ mod worker;
 pub use dead_letter::{HEADER_CONNECTOR, HEADER_ORIGIN, HEADER_REASON};
 pub use discard::DiscardFactory;
 pub use registry::Registry;
-pub use source_task::POSITIONS_TOPIC;
+pub use source_task::{POSITIONS_TOPIC, TABLE_PLACEHOLDER};
 pub use status::{ConnectorStatus, StatusBoard, TaskState};
 pub use task::TaskEnd;
 pub use worker::Worker;

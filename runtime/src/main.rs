@@ -15,7 +15,11 @@ use plexus_runtime::{Registry, TaskState, Worker};
 mod bench;
 
 #[derive(Parser)]
-#[command(name = "plexus", version, about = "Data integration on one durable log: sources, sinks, exactly once.")]
+#[command(
+    name = "plexus",
+    version,
+    about = "Data integration on one durable log: sources, sinks, exactly once."
+)]
 struct Cli {
     /// Log output: human-readable text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -143,7 +147,9 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -181,8 +187,8 @@ async fn run(paths: &[PathBuf], exit_when_done: bool) -> anyhow::Result<std::pro
     let worker = Worker::start(&config, registry.clone()).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("install the SIGTERM handler")?;
-    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("install the SIGHUP handler")?;
+    let mut sighup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("install the SIGHUP handler")?;
     let live = std::io::stderr().is_terminal();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last: Vec<(String, u64)> = Vec::new();
@@ -248,7 +254,11 @@ fn done(worker: &Worker, config: &Config) -> bool {
                     || c.topics.iter().all(|t| {
                         worker.log().topic(t).is_some_and(|topic| {
                             topic.partitions().iter().all(|p| {
-                                let committed = worker.log().groups().committed(&c.name, t, p.id()).map_or(0, |o| o.offset);
+                                let committed = worker
+                                    .log()
+                                    .groups()
+                                    .committed(&c.name, t, p.id())
+                                    .map_or(0, |o| o.offset);
                                 committed >= p.end_offset()
                             })
                         })
@@ -282,11 +292,20 @@ async fn topics(action: TopicsAction, data_dir: &Path) -> anyhow::Result<std::pr
             }
         }
         TopicsAction::Create { name, partitions } => {
-            log.create_topic(&name, TopicConfig { partitions, ..TopicConfig::default() }).await?;
+            log.create_topic(
+                &name,
+                TopicConfig {
+                    partitions,
+                    ..TopicConfig::default()
+                },
+            )
+            .await?;
             println!("created topic `{name}` with {partitions} partition(s)");
         }
         TopicsAction::Describe { name } => {
-            let topic = log.topic(&name).with_context(|| format!("topic `{name}` does not exist"))?;
+            let topic = log
+                .topic(&name)
+                .with_context(|| format!("topic `{name}` does not exist"))?;
             let c = topic.config();
             println!(
                 "topic {name}: partitions={} cleanup_policy={:?} fsync={:?} segment_bytes={} retention_time={:?} retention_bytes={:?}",
@@ -322,12 +341,16 @@ async fn consume(
     wait: Option<Duration>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let log = open_log(data_dir).await?;
-    let topic = log.topic(topic_name).with_context(|| format!("topic `{topic_name}` does not exist"))?;
+    let topic = log
+        .topic(topic_name)
+        .with_context(|| format!("topic `{topic_name}` does not exist"))?;
     let mut next: Vec<i64> = topic
         .partitions()
         .iter()
         .map(|p| {
-            let committed = group.and_then(|g| log.groups().committed(g, topic_name, p.id())).map(|c| c.offset);
+            let committed = group
+                .and_then(|g| log.groups().committed(g, topic_name, p.id()))
+                .map(|c| c.offset);
             match (from_beginning, committed) {
                 (_, Some(offset)) if !from_beginning => offset,
                 (true, _) => p.start_offset(),
@@ -366,7 +389,11 @@ async fn consume(
     out.flush()?;
     drop(out);
     if let Some(group) = group {
-        let commits: Vec<(&str, u32, i64)> = next.iter().enumerate().map(|(i, n)| (topic_name, i as u32, *n)).collect();
+        let commits: Vec<(&str, u32, i64)> = next
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (topic_name, i as u32, *n))
+            .collect();
         log.groups().commit_many(group, &commits, "plexus consume").await?;
     }
     log.close().await?;
@@ -407,7 +434,9 @@ fn json_line(topic: &str, partition: u32, record: &plexus_log::StoredRecord) -> 
 async fn produce(topic_name: &str, data_dir: &Path) -> anyhow::Result<std::process::ExitCode> {
     let mut config = LogConfig::new(data_dir);
     config.auto_create_topics = true;
-    let log = Log::open(config).await.with_context(|| format!("open the log in `{}`", data_dir.display()))?;
+    let log = Log::open(config)
+        .await
+        .with_context(|| format!("open the log in `{}`", data_dir.display()))?;
     let partition = log.partition(topic_name, 0).await?;
     let stdin = std::io::stdin();
     let mut batch = BatchBuilder::new(Compression::Lz4);

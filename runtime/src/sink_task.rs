@@ -48,7 +48,11 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
                 partition: partition.id(),
             };
             let from_sink = stored.as_ref().and_then(|offsets| offsets.get(&tp).copied());
-            let committed = env.log.groups().committed(&group, topic_name, partition.id()).map(|c| c.offset);
+            let committed = env
+                .log
+                .groups()
+                .committed(&group, topic_name, partition.id())
+                .map(|c| c.offset);
             let next = from_sink.or(committed).unwrap_or_else(|| partition.start_offset());
             assigned.push(Assigned {
                 topic: Arc::from(topic_name.as_str()),
@@ -72,7 +76,10 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
                 continue;
             }
             got += records.len();
-            let bytes: u64 = records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64)).sum();
+            let bytes: u64 = records
+                .iter()
+                .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+                .sum();
             env.metrics.add_records(records.len() as u64, bytes);
             sink.write(&ctx, records).await?;
             env.dlq.drain(&env.log).await?;
@@ -144,7 +151,12 @@ async fn fetch(a: &mut Assigned, connector: &str) -> Result<Vec<SinkRecord>, Con
 }
 
 /// Flushes the sink, then commits the offsets after what it wrote.
-async fn commit(env: &TaskEnv, sink: &mut dyn Sink, ctx: &SinkContext, assigned: &[Assigned]) -> Result<(), ConnectorError> {
+async fn commit(
+    env: &TaskEnv,
+    sink: &mut dyn Sink,
+    ctx: &SinkContext,
+    assigned: &[Assigned],
+) -> Result<(), ConnectorError> {
     let offsets: SinkOffsets = assigned
         .iter()
         .map(|a| {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use plexus_connector::{ConnectorError, Poll, Position, Source, SourceBatch, SourceContext};
 use plexus_log::{AppendOutcome, BatchBuilder, Compression, LogError, Partition, ProducerId, Topic, TopicConfig};
 
-use crate::task::{TaskEnv, TaskEnd, log_error};
+use crate::task::{TaskEnd, TaskEnv, log_error};
 
 /// The internal topic of source positions.
 pub const POSITIONS_TOPIC: &str = "__source_positions";
@@ -102,20 +102,24 @@ impl BatchWriter {
     async fn write(&mut self, env: &TaskEnv, batch: SourceBatch) -> Result<(), ConnectorError> {
         let SourceBatch { records, position } = batch;
         let log_position = plexus_log::Position::from_bytes(position.as_bytes().clone());
-        let default_topic = env.connector.topics.first().cloned().unwrap_or_default();
+        let template = env.connector.topics.first().map_or("", String::as_str);
         self.sticky = self.sticky.wrapping_add(1);
 
         // Group by (topic, partition), keeping each group's records in order.
         let mut groups: BTreeMap<(String, u32), Vec<usize>> = BTreeMap::new();
         for (i, record) in records.iter().enumerate() {
-            let topic_name = record.topic.as_deref().unwrap_or(&default_topic);
+            let topic_name = topic_for(template, record.topic.as_deref(), &env.connector.name);
+            let topic_name = topic_name.as_str();
             let topic = self.topic(env, topic_name).await?;
             let count = topic.partitions().len().max(1);
             let partition = match &record.key {
                 Some(key) => fnv1a(key) as usize % count,
                 None => self.sticky % count,
             };
-            groups.entry((topic_name.to_owned(), partition as u32)).or_default().push(i);
+            groups
+                .entry((topic_name.to_owned(), partition as u32))
+                .or_default()
+                .push(i);
         }
         let mut bytes = 0u64;
         for ((topic_name, partition), indexes) in groups {
@@ -126,7 +130,8 @@ impl BatchWriter {
                 let headers: Vec<(&str, Option<&[u8]>)> =
                     r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
                 bytes += r.value.as_ref().map_or(0, |v| v.len() as u64) + r.key.as_ref().map_or(0, |k| k.len() as u64);
-                self.builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
+                self.builder
+                    .push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
             }
             let outcome = partition
                 .append_with_position(&mut self.builder, self.producer, log_position.clone())
@@ -138,7 +143,12 @@ impl BatchWriter {
             self.touched.insert((topic_name, partition.id()), partition);
         }
         // The marker: this batch is complete in every partition.
-        self.builder.push(crate::now_ms(), Some(env.connector.name.as_bytes()), Some(position.as_bytes()), &[]);
+        self.builder.push(
+            crate::now_ms(),
+            Some(env.connector.name.as_bytes()),
+            Some(position.as_bytes()),
+            &[],
+        );
         self.markers
             .append_with_position(&mut self.builder, self.producer, log_position)
             .await
@@ -193,6 +203,19 @@ async fn positions_partition(env: &TaskEnv) -> Result<Arc<Partition>, ConnectorE
     topic.partition(0).cloned().map_err(log_error)
 }
 
+/// The topic of a record: the connector's `topic` with `{table}` replaced by the
+/// record's table (or, for a record without one, by the connector's name). A `topic`
+/// without `{table}` takes every record.
+fn topic_for(template: &str, table: Option<&str>, connector: &str) -> String {
+    if template.contains(TABLE_PLACEHOLDER) {
+        template.replace(TABLE_PLACEHOLDER, table.unwrap_or(connector))
+    } else {
+        template.to_owned()
+    }
+}
+
+pub use plexus_config::TABLE_PLACEHOLDER;
+
 /// FNV-1a: a stable hash, so a key always lands in the same partition.
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -201,4 +224,22 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_come_from_the_template() {
+        assert_eq!(topic_for("shop.{table}", Some("orders"), "gen"), "shop.orders");
+        assert_eq!(topic_for("shop.{table}", None, "gen"), "shop.gen");
+        assert_eq!(topic_for("everything", Some("orders"), "gen"), "everything");
+    }
+
+    #[test]
+    fn keys_hash_stably() {
+        assert_eq!(fnv1a(b"order-1"), fnv1a(b"order-1"));
+        assert_ne!(fnv1a(b"order-1"), fnv1a(b"order-2"));
+    }
 }

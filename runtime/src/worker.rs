@@ -91,8 +91,7 @@ impl Worker {
     /// Applies a new configuration without a restart: connectors that were removed or
     /// changed are stopped (gracefully), new and changed ones are started.
     pub async fn reload(&self, config: &Config) {
-        let wanted: BTreeMap<&str, &ConnectorConfig> =
-            config.connectors.iter().map(|c| (c.name.as_str(), c)).collect();
+        let wanted: BTreeMap<&str, &ConnectorConfig> = config.connectors.iter().map(|c| (c.name.as_str(), c)).collect();
         let to_stop: Vec<String> = {
             let running = self.running.lock();
             running
@@ -143,7 +142,9 @@ impl Worker {
             }
         }
         for name in names {
-            let Some(r) = self.running.lock().remove(&name) else { continue };
+            let Some(r) = self.running.lock().remove(&name) else {
+                continue;
+            };
             let mut handle = r.handle;
             if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
                 tracing::warn!(connector = %name, "Connector did not stop in time; aborting it.");
@@ -181,11 +182,16 @@ impl Worker {
     }
 
     async fn stop_connector(&self, name: &str) {
-        let Some(r) = self.running.lock().remove(name) else { return };
+        let Some(r) = self.running.lock().remove(name) else {
+            return;
+        };
         tracing::info!(connector = name, "Stopping connector.");
         let _ = r.stop.send(true);
         let mut handle = r.handle;
-        if tokio::time::timeout(self.worker.shutdown_timeout, &mut handle).await.is_err() {
+        if tokio::time::timeout(self.worker.shutdown_timeout, &mut handle)
+            .await
+            .is_err()
+        {
             handle.abort();
         }
         self.status.remove(name);
@@ -254,9 +260,11 @@ impl Supervisor {
     }
 
     async fn run_once(&mut self) -> Result<TaskEnd, ConnectorError> {
-        let factory = self.registry.get(&self.config.type_name).cloned().ok_or_else(|| {
-            ConnectorError::fatal(format!("unknown connector type `{}`", self.config.type_name))
-        })?;
+        let factory = self
+            .registry
+            .get(&self.config.type_name)
+            .cloned()
+            .ok_or_else(|| ConnectorError::fatal(format!("unknown connector type `{}`", self.config.type_name)))?;
         let mut env = TaskEnv {
             log: self.log.clone(),
             connector: Arc::clone(&self.config),

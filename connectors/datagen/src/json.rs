@@ -1,0 +1,165 @@
+//! Hand-written JSON output into a reused buffer: numbers, escaped strings, decimals and
+//! timestamps, without building a value tree per record.
+
+use bytes::BytesMut;
+
+/// Appends `value` in decimal.
+pub(crate) fn push_u64(buf: &mut BytesMut, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `value` with at least `width` digits, zero-padded.
+pub(crate) fn push_u64_padded(buf: &mut BytesMut, value: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - at;
+    for _ in len..width {
+        buf.extend_from_slice(b"0");
+    }
+    buf.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `text` as a JSON string, quotes included.
+pub(crate) fn push_str(buf: &mut BytesMut, text: &str) {
+    buf.extend_from_slice(b"\"");
+    push_escaped(buf, text);
+    buf.extend_from_slice(b"\"");
+}
+
+/// Appends `text` escaped for the inside of a JSON string (RFC 8259 section 7): quotes,
+/// backslashes and control characters; everything else is copied as UTF-8.
+pub(crate) fn push_escaped(buf: &mut BytesMut, text: &str) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            buf.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]);
+        } else {
+            buf.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+}
+
+/// Appends an amount of cents as a quoted decimal string with two places: `"12.50"`.
+pub(crate) fn push_cents(buf: &mut BytesMut, cents: u64) {
+    buf.extend_from_slice(b"\"");
+    push_u64(buf, cents / 100);
+    buf.extend_from_slice(b".");
+    push_u64_padded(buf, cents % 100, 2);
+    buf.extend_from_slice(b"\"");
+}
+
+/// Appends milliseconds since the Unix epoch as a quoted ISO-8601 UTC timestamp with
+/// milliseconds: `"2026-11-22T13:04:05.123Z"`.
+pub(crate) fn push_timestamp(buf: &mut BytesMut, unix_ms: u64) {
+    let days = unix_ms / 86_400_000;
+    let ms_of_day = unix_ms % 86_400_000;
+    let (year, month, day) = civil_from_days(days);
+    buf.extend_from_slice(b"\"");
+    push_u64_padded(buf, year, 4);
+    buf.extend_from_slice(b"-");
+    push_u64_padded(buf, month, 2);
+    buf.extend_from_slice(b"-");
+    push_u64_padded(buf, day, 2);
+    buf.extend_from_slice(b"T");
+    push_u64_padded(buf, ms_of_day / 3_600_000, 2);
+    buf.extend_from_slice(b":");
+    push_u64_padded(buf, ms_of_day / 60_000 % 60, 2);
+    buf.extend_from_slice(b":");
+    push_u64_padded(buf, ms_of_day / 1000 % 60, 2);
+    buf.extend_from_slice(b".");
+    push_u64_padded(buf, ms_of_day % 1000, 3);
+    buf.extend_from_slice(b"Z\"");
+}
+
+/// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's algorithm,
+/// restricted to dates after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(write: impl FnOnce(&mut BytesMut)) -> String {
+        let mut buf = BytesMut::new();
+        write(&mut buf);
+        String::from_utf8(buf.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn numbers_decimals_and_timestamps() {
+        assert_eq!(text(|b| push_u64(b, 0)), "0");
+        assert_eq!(text(|b| push_u64(b, u64::MAX)), u64::MAX.to_string());
+        assert_eq!(text(|b| push_cents(b, 1250)), "\"12.50\"");
+        assert_eq!(text(|b| push_cents(b, 7)), "\"0.07\"");
+        assert_eq!(text(|b| push_timestamp(b, 0)), "\"1970-01-01T00:00:00.000Z\"");
+        // 2026-11-22T13:04:05.123Z
+        assert_eq!(
+            text(|b| push_timestamp(b, 1_795_352_645_123)),
+            "\"2026-11-22T13:04:05.123Z\""
+        );
+        // A leap day.
+        assert_eq!(
+            text(|b| push_timestamp(b, 951_782_400_000)),
+            "\"2000-02-29T00:00:00.000Z\""
+        );
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let s = text(|b| push_str(b, "a\"b\\c\nd\u{1}é"));
+        assert_eq!(s, r#""a\"b\\c\nd\u0001é""#);
+        let parsed: String = serde_json::from_str(&s).unwrap();
+        assert_eq!(parsed, "a\"b\\c\nd\u{1}é");
+    }
+}
