@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Subcommand;
 use plexus_config::Config;
-use plexus_runtime::{Registry, Worker};
+use plexus_runtime::{Registry, TaskState, Worker};
 
 #[derive(Subcommand)]
 pub enum Bench {
     /// datagen -> log -> a sink that discards, in one process.
     Pipeline {
+        /// Change events to generate (deletes add a tombstone record each).
         #[arg(long, default_value_t = 5_000_000)]
         records: u64,
         /// Where the benchmark's log lives (emptied first).
@@ -55,17 +56,26 @@ topics = ["bench"]
         .map_err(|p| anyhow::anyhow!("{p}"))?;
     let started = Instant::now();
     let worker = Worker::start(&config, registry).await?;
+    // Done when the source finished and the sink has read everything it wrote.
     let sink_records = loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let metrics = worker.metrics();
-        let done = metrics
+        let done = worker
+            .metrics()
             .get("drop")
             .map_or(0, |m| m.records.load(std::sync::atomic::Ordering::Relaxed));
-        if done >= records {
+        let finished = worker
+            .status()
+            .get("gen")
+            .is_some_and(|s| s.state == TaskState::Finished);
+        let end: i64 = worker
+            .log()
+            .topic("bench")
+            .map_or(0, |t| t.partitions().iter().map(|p| p.end_offset()).sum());
+        if finished && done >= end as u64 {
             break done;
         }
         if started.elapsed() > Duration::from_secs(600) {
-            anyhow::bail!("the pipeline did not finish within 10 minutes ({done} of {records} records)");
+            anyhow::bail!("the pipeline did not finish within 10 minutes ({done} records read)");
         }
     };
     let elapsed = started.elapsed().as_secs_f64();

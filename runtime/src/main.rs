@@ -211,7 +211,9 @@ async fn run(paths: &[PathBuf], exit_when_done: bool) -> anyhow::Result<std::pro
                     let parts: Vec<String> = now.iter().map(|(name, total)| {
                         let before = last.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
                         let state = worker.status().get(name).map_or("?", |s| state_name(s.state));
-                        format!("{name} {state} {:.0} rec/s ({total} total)", (total - before) as f64 / secs)
+                        let lag = config.connectors.iter().find(|c| &c.name == name).and_then(|c| sink_lag(&worker, c));
+                        let lag = lag.map_or(String::new(), |l| format!(", lag {l}"));
+                        format!("{name} {state} {:.0} rec/s ({total} total{lag})", (total - before) as f64 / secs)
                     }).collect();
                     eprint!("\r\x1b[2K{}", parts.join(" | "));
                 }
@@ -241,6 +243,25 @@ async fn run(paths: &[PathBuf], exit_when_done: bool) -> anyhow::Result<std::pro
         eprintln!("failed connectors:\n  {}", failed.join("\n  "));
         Ok(std::process::ExitCode::FAILURE)
     }
+}
+
+/// Records a sink has not committed yet, over all partitions of its topics.
+fn sink_lag(worker: &Worker, c: &plexus_config::ConnectorConfig) -> Option<i64> {
+    if c.kind != ConnectorKind::Sink {
+        return None;
+    }
+    let mut lag = 0;
+    for t in &c.topics {
+        for p in worker.log().topic(t)?.partitions() {
+            let committed = worker
+                .log()
+                .groups()
+                .committed(&c.name, t, p.id())
+                .map_or(0, |o| o.offset);
+            lag += (p.end_offset() - committed).max(0);
+        }
+    }
+    Some(lag)
 }
 
 /// Sources finished (or failed) and every sink committed up to the end of its topics.

@@ -17,8 +17,6 @@ use crate::task::{TaskEnd, TaskEnv, log_error};
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Flush sooner when this many records wait.
 const FLUSH_RECORDS: usize = 100_000;
-/// Bytes read from one partition at a time (bounds the task's memory).
-const FETCH_BYTES: usize = 1 << 20;
 
 struct Assigned {
     topic: Arc<str>,
@@ -71,7 +69,7 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
         }
         let mut got = 0usize;
         for a in &mut assigned {
-            let records = fetch(a, &env.connector.name).await?;
+            let records = fetch(a, &env.connector.name, env.fetch_bytes).await?;
             if records.is_empty() {
                 continue;
             }
@@ -114,8 +112,8 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
 }
 
 /// Reads what is available from one partition and advances its next offset.
-async fn fetch(a: &mut Assigned, connector: &str) -> Result<Vec<SinkRecord>, ConnectorError> {
-    let fetch = match a.partition.read(a.next, FETCH_BYTES).await {
+async fn fetch(a: &mut Assigned, connector: &str, max_bytes: usize) -> Result<Vec<SinkRecord>, ConnectorError> {
+    let fetch = match a.partition.read(a.next, max_bytes).await {
         Ok(fetch) => fetch,
         Err(LogError::OffsetOutOfRange { start, end, .. }) => {
             // Retention deleted what the group had not read, or the log was reset.

@@ -25,6 +25,9 @@ pub(crate) struct TaskEnv {
     pub metrics: Arc<TaskMetrics>,
     pub dlq: Arc<DeadLetterQueue>,
     pub stop: watch::Receiver<bool>,
+    /// Bytes a sink task reads from the log at a time: its share of the worker's
+    /// `memory_budget`.
+    pub fetch_bytes: usize,
 }
 
 impl TaskEnv {

@@ -160,7 +160,11 @@ impl Worker {
         let (stop, stop_rx) = watch::channel(false);
         let metrics = Arc::new(TaskMetrics::default());
         self.status.set(&config.name, &config.type_name, TaskState::Running);
+        // Each connector's share of the memory budget bounds what its task holds at once.
+        let connectors = self.running.lock().len() as u64 + 1;
+        let share = (self.worker.memory_budget.0 / connectors).clamp(64 << 10, 4 << 20) as usize;
         let supervisor = Supervisor {
+            fetch_bytes: share,
             log: self.log.clone(),
             registry: self.registry.clone(),
             restart: self.worker.restart.clone(),
@@ -216,6 +220,7 @@ struct Supervisor {
     config: Arc<ConnectorConfig>,
     metrics: Arc<TaskMetrics>,
     stop: watch::Receiver<bool>,
+    fetch_bytes: usize,
 }
 
 impl Supervisor {
@@ -271,6 +276,7 @@ impl Supervisor {
             metrics: Arc::clone(&self.metrics),
             dlq: DeadLetterQueue::new(self.config.errors.clone()),
             stop: self.stop.clone(),
+            fetch_bytes: self.fetch_bytes,
         };
         match factory.kind() {
             ConnectorKind::Source => {

@@ -92,3 +92,55 @@ fn the_quickstart_runs_to_completion_and_writes_its_output() {
         "{topics}"
     );
 }
+
+#[test]
+fn sighup_reloads_a_configuration_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(
+        conf.join("a.toml"),
+        format!(
+            "[worker]\ndata_dir = \"{}\"\n\n[[connector]]\nname = \"a\"\ntype = \"datagen\"\ntopic = \"a.{{table}}\"\nsettings = {{ count = 100 }}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(&conf)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    std::fs::write(
+        conf.join("b.toml"),
+        "[[connector]]\nname = \"b\"\ntype = \"datagen\"\ntopic = \"b.{table}\"\nsettings = { count = 100 }\n",
+    )
+    .unwrap();
+    Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let out = Command::new(BIN)
+        .args(["topics", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let topics = String::from_utf8_lossy(&out.stdout);
+    assert!(topics.contains("a.orders"), "{topics}");
+    assert!(
+        topics.contains("b.orders"),
+        "the connector added by the reload ran: {topics}"
+    );
+}
