@@ -162,7 +162,7 @@ impl Worker {
         self.status.set(&config.name, &config.type_name, TaskState::Running);
         // Each connector's share of the memory budget bounds what its task holds at once.
         let connectors = self.running.lock().len() as u64 + 1;
-        let share = (self.worker.memory_budget.0 / connectors).clamp(64 << 10, 4 << 20) as usize;
+        let share = (self.worker.memory_budget.0 / connectors).clamp(64 << 10, 1 << 20) as usize;
         let supervisor = Supervisor {
             fetch_bytes: share,
             log: self.log.clone(),
