@@ -24,6 +24,10 @@ pub struct WorkerConfig {
     pub shutdown_timeout: std::time::Duration,
     /// Folders searched for connector plugins (shared libraries). Default `[]`.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Backpressure: a source pauses while a sink of this worker that reads its topics
+    /// has more than this many records not yet committed. `0` turns it off. Default
+    /// `1000000`.
+    pub max_sink_lag: u64,
 }
 
 /// Restarts of a failed task, with exponential backoff between attempts.
@@ -47,6 +51,7 @@ impl Default for WorkerConfig {
             memory_budget: ByteSize::mib(64),
             shutdown_timeout: std::time::Duration::from_secs(30),
             plugin_dirs: Vec::new(),
+            max_sink_lag: 1_000_000,
         }
     }
 }
@@ -96,6 +101,11 @@ impl WorkerConfig {
                 FieldSpec::new("plugin_dirs", FieldKind::StringList)
                     .with_default(Vec::<String>::new())
                     .doc("Folders searched for connector plugins (shared libraries)."),
+            )
+            .field(
+                FieldSpec::new("max_sink_lag", FieldKind::integer_between(Some(0), None))
+                    .with_default(1_000_000)
+                    .doc("A source pauses while a sink of this worker reading its topics lags by more records than this; 0 turns it off."),
             )
     }
 }
@@ -161,6 +171,7 @@ pub(crate) fn check_worker(checker: &mut Checker<'_>, node: &Node) -> Option<Wor
         memory_budget: memory_budget?,
         shutdown_timeout: settings.duration("shutdown_timeout")?,
         plugin_dirs: settings.string_list("plugin_dirs")?.iter().map(PathBuf::from).collect(),
+        max_sink_lag: settings.integer("max_sink_lag")?.max(0) as u64,
     })
 }
 

@@ -67,6 +67,7 @@ default_partitions = 3
 memory_budget = "1GiB"
 shutdown_timeout = "1m"
 plugin_dirs = ["/opt/plugins"]
+max_sink_lag = 0
 restart = { max_attempts = 0, max_backoff = "2m" }
 "#;
     let worker = load_text(text, &|_| None).unwrap().worker;
@@ -84,6 +85,7 @@ restart = { max_attempts = 0, max_backoff = "2m" }
             memory_budget: ByteSize::gib(1),
             shutdown_timeout: Duration::from_secs(60),
             plugin_dirs: vec![PathBuf::from("/opt/plugins")],
+            max_sink_lag: 0,
         }
     );
     let empty = load_text("", &|_| None).unwrap();

@@ -6,6 +6,7 @@
 //! backoff, bad records follow the connector's error policy (dead-letter topic or
 //! failure), and a shutdown lets every task finish and commit its in-flight batch.
 
+mod backpressure;
 mod dead_letter;
 mod discard;
 mod registry;

@@ -51,6 +51,14 @@ pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<Ta
         if env.stopping() {
             break TaskEnd::Stopped;
         }
+        let template = env.connector.topics.first().map_or("", String::as_str);
+        if !env
+            .backpressure
+            .wait(&env.connector.name, template, env.stop_requested())
+            .await
+        {
+            break TaskEnd::Stopped;
+        }
         let poll = tokio::select! {
             poll = source.poll(&ctx) => poll?,
             _ = env.stop_requested() => break TaskEnd::Stopped,

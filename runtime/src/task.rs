@@ -28,6 +28,7 @@ pub(crate) struct TaskEnv {
     /// Bytes a sink task reads from the log at a time: its share of the worker's
     /// `memory_budget`.
     pub fetch_bytes: usize,
+    pub backpressure: crate::backpressure::Backpressure,
 }
 
 impl TaskEnv {

@@ -18,6 +18,7 @@ use plexus_log::{Log, LogConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::backpressure::{Backpressure, SinkTopics};
 use crate::dead_letter::DeadLetterQueue;
 use crate::registry::Registry;
 use crate::status::{StatusBoard, TaskState};
@@ -39,6 +40,7 @@ pub struct Worker {
     worker: WorkerConfig,
     status: StatusBoard,
     running: Mutex<BTreeMap<String, Running>>,
+    sinks: SinkTopics,
 }
 
 impl std::fmt::Debug for Worker {
@@ -64,6 +66,7 @@ impl Worker {
             worker: config.worker.clone(),
             status: StatusBoard::default(),
             running: Mutex::new(BTreeMap::new()),
+            sinks: SinkTopics::default(),
         };
         for connector in &config.connectors {
             worker.start_connector(connector.clone());
@@ -157,6 +160,9 @@ impl Worker {
 
     fn start_connector(&self, connector: ConnectorConfig) {
         let config = Arc::new(connector);
+        if config.kind == ConnectorKind::Sink {
+            self.sinks.write().insert(config.name.clone(), config.topics.clone());
+        }
         let (stop, stop_rx) = watch::channel(false);
         let metrics = Arc::new(TaskMetrics::default());
         self.status.set(&config.name, &config.type_name, TaskState::Running);
@@ -165,6 +171,12 @@ impl Worker {
         let share = (self.worker.memory_budget.0 / connectors).clamp(64 << 10, 1 << 20) as usize;
         let supervisor = Supervisor {
             fetch_bytes: share,
+            backpressure: Backpressure {
+                log: self.log.clone(),
+                sinks: Arc::clone(&self.sinks),
+                status: self.status.clone(),
+                max_lag: self.worker.max_sink_lag,
+            },
             log: self.log.clone(),
             registry: self.registry.clone(),
             restart: self.worker.restart.clone(),
@@ -221,6 +233,7 @@ struct Supervisor {
     metrics: Arc<TaskMetrics>,
     stop: watch::Receiver<bool>,
     fetch_bytes: usize,
+    backpressure: Backpressure,
 }
 
 impl Supervisor {
@@ -277,6 +290,7 @@ impl Supervisor {
             dlq: DeadLetterQueue::new(self.config.errors.clone()),
             stop: self.stop.clone(),
             fetch_bytes: self.fetch_bytes,
+            backpressure: self.backpressure.clone(),
         };
         match factory.kind() {
             ConnectorKind::Source => {

@@ -287,3 +287,91 @@ async fn shutdown_stops_an_endless_source_promptly() {
     let log = Log::open(LogConfig::new(dir.path().join("data"))).await.unwrap();
     assert!(!log.topic_names().is_empty());
 }
+
+/// A sink that takes 200 µs per record.
+struct Slow;
+
+#[async_trait]
+impl plexus_connector::Sink for Slow {
+    async fn start(
+        &mut self,
+        _ctx: &plexus_connector::SinkContext,
+    ) -> Result<Option<plexus_connector::SinkOffsets>, ConnectorError> {
+        Ok(None)
+    }
+
+    async fn write(
+        &mut self,
+        _ctx: &plexus_connector::SinkContext,
+        records: Vec<plexus_connector::SinkRecord>,
+    ) -> Result<(), ConnectorError> {
+        tokio::time::sleep(Duration::from_micros(200) * records.len() as u32).await;
+        Ok(())
+    }
+
+    async fn flush(
+        &mut self,
+        _ctx: &plexus_connector::SinkContext,
+        _offsets: &plexus_connector::SinkOffsets,
+    ) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+struct SlowFactory;
+
+impl ConnectorFactory for SlowFactory {
+    fn type_name(&self) -> &str {
+        "slow"
+    }
+
+    fn kind(&self) -> ConnectorKind {
+        ConnectorKind::Sink
+    }
+
+    fn schema(&self) -> &ConfigSchema {
+        &EMPTY
+    }
+
+    fn create_sink(&self, _settings: &Settings) -> Result<Box<dyn plexus_connector::Sink>, ConnectorError> {
+        Ok(Box::new(Slow))
+    }
+}
+
+#[tokio::test]
+async fn a_slow_sink_holds_back_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut registry, _) = registry(0, 10);
+    registry.register(Arc::new(SlowFactory));
+    let text = format!(
+        "[worker]\ndata_dir = \"{}\"\nmax_sink_lag = 300\n\n[[connector]]\nname = \"gen\"\ntype = \"datagen\"\ntopic = \"t\"\nsettings = {{ count = 3000, batch_size = 50, tables = [\"orders\"] }}\n\n[[connector]]\nname = \"slow\"\ntype = \"slow\"\ntopics = [\"t\"]\n",
+        dir.path().join("data").display()
+    );
+    let config = plexus_config::Config::load_str(&[(PathBuf::from("bp.toml"), text)], &registry, &|_| None)
+        .unwrap_or_else(|p| panic!("{p}"));
+    let worker = Worker::start(&config, registry).await.unwrap();
+    let mut worst = 0;
+    let mut samples = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let Some(topic) = worker.log().topic("t") else { continue };
+        let end = topic.partition(0).unwrap().end_offset();
+        let committed = worker.log().groups().committed("slow", "t", 0).map_or(0, |c| c.offset);
+        worst = worst.max(end - committed);
+        samples += 1;
+        let finished = worker.status().get("gen").unwrap().state == TaskState::Finished;
+        if finished && committed == end {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline stalled at {committed}/{end}"
+        );
+    }
+    assert!(samples > 10);
+    // At most the limit plus one batch (50 events and their tombstones) ahead.
+    assert!(worst <= 300 + 100, "the source ran {worst} records ahead of the sink");
+    assert!(worst > 150, "the source did run ahead up to about the limit: {worst}");
+    worker.shutdown().await.unwrap();
+}
