@@ -62,6 +62,9 @@ pub(crate) struct Segment {
     bytes_since_index: u64,
     /// When the segment was created, for rolling on age.
     pub created: SystemTime,
+    /// Where a sealed segment is known to be damaged, and why: a read that finds no
+    /// batch for its offset in such a segment fails instead of moving on.
+    pub damage: Option<(u64, String)>,
 }
 
 /// How strictly a scan checks the offsets of consecutive batches.
@@ -137,17 +140,42 @@ impl Segment {
     /// that reaches the damage fails with an error naming the file and position. The
     /// damage is reported, never truncated away (this data was durable) and never
     /// skipped.
-    pub fn open_sealed(dir: &Path, base_offset: i64, index_interval: u32, next_base: i64) -> Result<Segment> {
+    pub fn open_sealed(
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u32,
+        next_base: i64,
+        continuity: Continuity,
+    ) -> Result<Segment> {
         let path = log_path(dir, base_offset);
         let file = open_rw(&path)?;
         let size = file.metadata().ctx("stat", &path)?.len();
         let created = file_created(&file);
         if let Some(segment) = Segment::from_index_files(dir, base_offset, &path, &file, size)? {
-            return Ok(Segment { created, ..segment });
+            // The last batch must end where the next segment begins (or before it, where
+            // compaction removed records): a damaged header there must not shorten the
+            // segment and hide offsets.
+            let ends_right = match continuity {
+                Continuity::Dense => segment.next_offset == next_base,
+                Continuity::Increasing => segment.next_offset <= next_base,
+            };
+            if ends_right {
+                return Ok(Segment { created, ..segment });
+            }
         }
         tracing::info!(segment = %path.display(), "Rebuilding the indexes of a sealed segment.");
         let mut segment = Segment::empty(dir, base_offset, path.clone(), file, created);
-        let report = segment.scan(Continuity::Increasing, index_interval, &mut |_| {})?;
+        let mut report = segment.scan(continuity, index_interval, &mut |_| {})?;
+        let ends_right = match continuity {
+            Continuity::Dense => segment.next_offset == next_base,
+            Continuity::Increasing => segment.next_offset <= next_base,
+        };
+        if report.damage.is_none() && !ends_right {
+            report.damage = Some(format!(
+                "the segment ends at offset {} but the next one starts at {next_base}",
+                segment.next_offset
+            ));
+        }
         if let Some(reason) = report.damage {
             tracing::error!(
                 segment = %path.display(),
@@ -157,6 +185,7 @@ impl Segment {
             );
             segment.size = report.file_bytes;
             segment.next_offset = segment.next_offset.max(next_base);
+            segment.damage = Some((report.valid_bytes, reason));
             return Ok(segment);
         }
         segment.write_indexes()?;
@@ -239,6 +268,7 @@ impl Segment {
             time_index: TimeIndex::new(base_offset),
             bytes_since_index: 0,
             created,
+            damage: None,
         }
     }
 
@@ -292,6 +322,7 @@ impl Segment {
             time_index,
             bytes_since_index: 0,
             created: SystemTime::UNIX_EPOCH,
+            damage: None,
         }))
     }
 
@@ -679,7 +710,7 @@ mod tests {
         let mut segment = Segment::create(dir.path(), 7).unwrap();
         fill(&mut segment, 30);
         segment.write_indexes().unwrap();
-        let loaded = Segment::open_sealed(dir.path(), 7, 512, 97).unwrap();
+        let loaded = Segment::open_sealed(dir.path(), 7, 512, 97, Continuity::Dense).unwrap();
         assert_eq!(loaded.index, segment.index);
         assert_eq!(loaded.time_index, segment.time_index);
         assert_eq!(
@@ -692,7 +723,7 @@ mod tests {
         let last = bad.len() - 4;
         bad[last..].copy_from_slice(&u32::MAX.to_be_bytes());
         fs::write(index_path(dir.path(), 7), bad).unwrap();
-        let rebuilt = Segment::open_sealed(dir.path(), 7, 512, 97).unwrap();
+        let rebuilt = Segment::open_sealed(dir.path(), 7, 512, 97, Continuity::Dense).unwrap();
         assert_eq!(rebuilt.index, segment.index);
         assert_eq!(rebuilt.next_offset, 97);
     }

@@ -310,7 +310,7 @@ impl Partition {
     pub(crate) fn read_blocking(&self, offset: i64, max_bytes: usize) -> Result<Fetch> {
         let mut from = offset;
         loop {
-            let (file, path, start, first_offset, end, segment_next, start_offset, visible, next_segment) = {
+            let (file, path, start, first_offset, end, segment_next, start_offset, visible, next_segment, damage) = {
                 let state = self.state.read();
                 let start_offset = state.segments.first().map_or(0, |s| s.base_offset);
                 let visible = state.visible;
@@ -351,6 +351,7 @@ impl Partition {
                     start_offset,
                     visible.offset,
                     next_segment,
+                    segment.damage.clone(),
                 )
             };
             let (batches, bytes) = if start < end && from < visible {
@@ -367,6 +368,15 @@ impl Partition {
             } else {
                 (Vec::new(), 0)
             };
+            let reached = batches
+                .first()
+                .is_some_and(|b| b.base_offset() <= from.max(start_offset));
+            if let Some((position, reason)) = damage
+                && !reached
+            {
+                // The offset lies in or past the damaged part of a sealed segment.
+                return Err(LogError::Corrupt { path, position, reason });
+            }
             match next_segment {
                 // Nothing at or after `from` in this segment (compaction removed its
                 // tail): go on with the next one.

@@ -39,15 +39,21 @@ pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
     let first_scanned = bases.partition_point(|&b| b <= recovery_point).saturating_sub(1);
 
     let mut segments = Vec::with_capacity(bases.len());
-    for (i, &base) in bases[..first_scanned].iter().enumerate() {
-        segments.push(Segment::open_sealed(dir, base, interval, bases[i + 1])?);
-    }
-    let mut producers = producer_snapshot_before(dir, &segments, bases[first_scanned])?;
-
     let sealed_continuity = match config.cleanup_policy {
         CleanupPolicy::Compact => Continuity::Increasing,
         CleanupPolicy::Delete => Continuity::Dense,
     };
+    for (i, &base) in bases[..first_scanned].iter().enumerate() {
+        segments.push(Segment::open_sealed(
+            dir,
+            base,
+            interval,
+            bases[i + 1],
+            sealed_continuity,
+        )?);
+    }
+    let mut producers = producer_snapshot_before(dir, &segments, bases[first_scanned])?;
+
     let last = bases.len() - 1;
     let mut damaged = false;
     for (i, &base) in bases.iter().enumerate().skip(first_scanned) {
