@@ -43,6 +43,7 @@
 
 mod context;
 mod error;
+pub mod json;
 mod record;
 
 pub use async_trait::async_trait;

@@ -12,7 +12,8 @@
 
 use bytes::BytesMut;
 
-use crate::json::{push_cents, push_escaped, push_str, push_timestamp, push_u64, push_u64_padded};
+use crate::json::{push_cents, push_str, push_timestamp, push_u64, push_u64_padded};
+use plexus_connector::json::push_escaped;
 
 /// A table of the synthetic shop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -40,43 +40,7 @@ pub(crate) fn push_u64_padded(buf: &mut BytesMut, value: u64, width: usize) {
 
 /// Appends `text` as a JSON string, quotes included.
 pub(crate) fn push_str(buf: &mut BytesMut, text: &str) {
-    buf.extend_from_slice(b"\"");
-    push_escaped(buf, text);
-    buf.extend_from_slice(b"\"");
-}
-
-/// Appends `text` escaped for the inside of a JSON string (RFC 8259 section 7): quotes,
-/// backslashes and control characters; everything else is copied as UTF-8.
-pub(crate) fn push_escaped(buf: &mut BytesMut, text: &str) {
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        buf.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            buf.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0xf)],
-            ]);
-        } else {
-            buf.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    buf.extend_from_slice(&bytes[start..]);
+    plexus_connector::json::push_string(buf, text);
 }
 
 /// Appends an amount of cents as a quoted decimal string with two places: `"12.50"`.
