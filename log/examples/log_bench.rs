@@ -12,7 +12,7 @@
 //! reported. Then 8 concurrent producers append with fsync on every batch (group
 //! commit). The last line is the summary the issue asks for.
 
-#![allow(clippy::print_stdout, clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::print_stdout)]
 
 use std::fs::File;
 use std::io::Write;
@@ -64,6 +64,14 @@ fn parse_args() -> Args {
     args
 }
 
+type BenchError = Box<dyn std::error::Error + Send + Sync>;
+type BenchResult<T> = Result<T, BenchError>;
+
+/// An error saying which step of the benchmark failed.
+fn fail(step: &str, err: impl std::fmt::Display) -> BenchError {
+    format!("log_bench: {step}: {err}").into()
+}
+
 fn usage(problem: &str) -> ! {
     eprintln!("log_bench: {problem}");
     eprintln!(
@@ -73,9 +81,9 @@ fn usage(problem: &str) -> ! {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+async fn main() -> BenchResult<()> {
     let args = parse_args();
-    std::fs::create_dir_all(&args.dir).expect("create benchmark directory");
+    std::fs::create_dir_all(&args.dir).map_err(|e| fail("create benchmark directory", e))?;
     let payload_bytes = args.records * args.record_bytes as u64;
     println!(
         "log-bench: {} records of {} bytes in batches of {}, {} rounds, in {}",
@@ -90,10 +98,12 @@ async fn main() {
     let mut best_disk = f64::MAX;
     let mut best_consume = f64::MAX;
     for round in 1..=args.rounds {
-        let disk = disk_reference(&args.dir, payload_bytes, args.batch_records * args.record_bytes);
+        let disk = disk_reference(&args.dir, payload_bytes, args.batch_records * args.record_bytes)?;
         let log_dir = args.dir.join("log");
         let _ = std::fs::remove_dir_all(&log_dir);
-        let log = Log::open(LogConfig::new(&log_dir)).await.expect("open log");
+        let log = Log::open(LogConfig::new(&log_dir))
+            .await
+            .map_err(|e| fail("open log", e))?;
         let topic = log
             .create_topic(
                 "bench",
@@ -103,11 +113,11 @@ async fn main() {
                 },
             )
             .await
-            .expect("create topic");
-        let partition = Arc::clone(topic.partition(0).expect("partition 0"));
+            .map_err(|e| fail("create topic", e))?;
+        let partition = Arc::clone(topic.partition(0).map_err(|e| fail("partition 0", e))?);
         settle();
-        let append = append_all(&partition, &args).await;
-        let (consume, seen) = consume_all(&partition).await;
+        let append = append_all(&partition, &args).await?;
+        let (consume, seen) = consume_all(&partition).await?;
         assert_eq!(seen, args.records, "every record read back");
         println!(
             "round {round}: append {:.0} rec/s, consume {:.0} rec/s, disk {:.0} MB/s",
@@ -120,11 +130,11 @@ async fn main() {
         best_disk = best_disk.min(disk);
         drop(partition);
         drop(topic);
-        log.close().await.expect("close log");
+        log.close().await.map_err(|e| fail("close log", e))?;
         let _ = std::fs::remove_dir_all(&log_dir);
     }
 
-    group_commit(&args).await;
+    group_commit(&args).await?;
 
     let mb = payload_bytes as f64 / 1e6;
     let append_rec_s = args.records as f64 / best_append;
@@ -143,25 +153,26 @@ async fn main() {
         disk_mb_s,
         append_mb_s / disk_mb_s
     );
+    Ok(())
 }
 
 /// Seconds to write `total` bytes with `write` calls of `chunk` bytes, no fsync.
-fn disk_reference(dir: &Path, total: u64, chunk: usize) -> f64 {
+fn disk_reference(dir: &Path, total: u64, chunk: usize) -> BenchResult<f64> {
     let path = dir.join("reference.bin");
     let buf: Vec<u8> = (0..chunk).map(|i| (i % 251) as u8).collect();
     settle();
     let started = Instant::now();
-    let mut file = File::create(&path).expect("create reference file");
+    let mut file = File::create(&path).map_err(|e| fail("create reference file", e))?;
     let mut written = 0u64;
     while written < total {
         let n = chunk.min((total - written) as usize);
-        file.write_all(&buf[..n]).expect("write reference file");
+        file.write_all(&buf[..n]).map_err(|e| fail("write reference file", e))?;
         written += n as u64;
     }
     drop(file);
     let elapsed = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
-    elapsed
+    Ok(elapsed)
 }
 
 /// Starts each measurement from the same state: no dirty pages of earlier rounds being
@@ -174,7 +185,7 @@ fn settle() {
 /// accumulator and sender thread), the producer encodes batches into a small bounded
 /// queue and one sender task appends them in order, so encoding the next batch overlaps
 /// writing the previous one.
-async fn append_all(partition: &Arc<Partition>, args: &Args) -> f64 {
+async fn append_all(partition: &Arc<Partition>, args: &Args) -> BenchResult<f64> {
     let (queue, mut batches) = tokio::sync::mpsc::channel::<bytes::BytesMut>(4);
     let p = Arc::clone(partition);
     let sender = tokio::spawn(async move {
@@ -195,43 +206,51 @@ async fn append_all(partition: &Arc<Partition>, args: &Args) -> f64 {
             value[..8].copy_from_slice(&id.to_be_bytes());
             builder.push(timestamp, None, Some(&value), &[]);
         }
-        let bytes = builder.finish(ProducerFields::NONE).expect("encode batch");
-        queue.send(bytes).await.expect("sender task alive");
+        let bytes = builder
+            .finish(ProducerFields::NONE)
+            .map_err(|e| fail("encode batch", e))?;
+        queue
+            .send(bytes)
+            .await
+            .map_err(|e| fail("hand a batch to the sender task", e))?;
         sent += n;
     }
     drop(queue);
-    sender.await.expect("sender task").expect("append");
-    started.elapsed().as_secs_f64()
+    sender
+        .await
+        .map_err(|e| fail("sender task", e))?
+        .map_err(|e| fail("append", e))?;
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Seconds to read every record back (decoding each), and how many were seen.
-async fn consume_all(partition: &Arc<Partition>) -> (f64, u64) {
+async fn consume_all(partition: &Arc<Partition>) -> BenchResult<(f64, u64)> {
     let started = Instant::now();
     let mut offset = 0;
     let mut seen = 0u64;
     let mut value_bytes = 0usize;
     loop {
-        let fetch = partition.read(offset, 4 << 20).await.expect("read");
+        let fetch = partition.read(offset, 4 << 20).await.map_err(|e| fail("read", e))?;
         if fetch.is_empty() {
             break;
         }
         for record in fetch.records() {
-            let record = record.expect("decode record");
+            let record = record.map_err(|e| fail("decode record", e))?;
             value_bytes += record.value.map_or(0, |v| v.len());
             seen += 1;
         }
         offset = fetch.next_offset();
     }
     std::hint::black_box(value_bytes);
-    (started.elapsed().as_secs_f64(), seen)
+    Ok((started.elapsed().as_secs_f64(), seen))
 }
 
 /// Concurrent producers with fsync on every batch: throughput and latency percentiles,
 /// against the reference of one plain `write` + `fsync` per batch from one writer.
-async fn group_commit(args: &Args) {
+async fn group_commit(args: &Args) -> BenchResult<()> {
     let dir = args.dir.join("sync");
     let _ = std::fs::remove_dir_all(&dir);
-    let log = Log::open(LogConfig::new(&dir)).await.expect("open log");
+    let log = Log::open(LogConfig::new(&dir)).await.map_err(|e| fail("open log", e))?;
     let topic = log
         .create_topic(
             "durable",
@@ -241,8 +260,8 @@ async fn group_commit(args: &Args) {
             },
         )
         .await
-        .expect("create topic");
-    let partition = Arc::clone(topic.partition(0).expect("partition 0"));
+        .map_err(|e| fail("create topic", e))?;
+    let partition = Arc::clone(topic.partition(0).map_err(|e| fail("partition 0", e))?);
     let records_per_batch = 100;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -259,15 +278,15 @@ async fn group_commit(args: &Args) {
                     builder.push(1, None, Some(&value), &[]);
                 }
                 let t = Instant::now();
-                p.append(&mut builder).await.expect("durable append");
+                p.append(&mut builder).await.map_err(|e| fail("durable append", e))?;
                 latencies.push(t.elapsed());
             }
-            latencies
+            Ok::<_, BenchError>(latencies)
         }));
     }
     let mut latencies: Vec<Duration> = Vec::new();
     for task in tasks {
-        latencies.extend(task.await.expect("producer task"));
+        latencies.extend(task.await.map_err(|e| fail("producer task", e))??);
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
@@ -279,10 +298,10 @@ async fn group_commit(args: &Args) {
     let chunk = vec![b'z'; records_per_batch * (args.record_bytes + 10)];
     let reference_batches = 200;
     let t = Instant::now();
-    let mut file = File::create(&path).expect("create reference file");
+    let mut file = File::create(&path).map_err(|e| fail("create reference file", e))?;
     for _ in 0..reference_batches {
-        file.write_all(&chunk).expect("write reference");
-        file.sync_data().expect("fsync reference");
+        file.write_all(&chunk).map_err(|e| fail("write reference", e))?;
+        file.sync_data().map_err(|e| fail("fsync reference", e))?;
     }
     let fsync_batches_s = reference_batches as f64 / t.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&path);
@@ -301,6 +320,7 @@ async fn group_commit(args: &Args) {
     );
     drop(partition);
     drop(topic);
-    log.close().await.expect("close log");
+    log.close().await.map_err(|e| fail("close log", e))?;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
