@@ -72,4 +72,4 @@ pub use registry::{ConnectorKind, ConnectorTypeRegistry, ConnectorTypes};
 pub use schema::{ConfigSchema, FieldKind, FieldSpec, Settings, Value};
 pub use secret::{REDACTED, Secret};
 pub use size::ByteSize;
-pub use worker::{RestartPolicy, WorkerConfig};
+pub use worker::{RestConfig, RestartPolicy, WorkerConfig};

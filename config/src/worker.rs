@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::check::{Checker, TableContext, check_table};
 use crate::tree::{Node, NodeValue};
-use crate::{ByteSize, ConfigSchema, Duration, FieldKind, FieldSpec, Settings, Value};
+use crate::{ByteSize, ConfigSchema, Duration, FieldKind, FieldSpec, Secret, Settings, Value};
 
 /// The worker's settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +28,63 @@ pub struct WorkerConfig {
     /// has more than this many records not yet committed. `0` turns it off. Default
     /// `1000000`.
     pub max_sink_lag: u64,
+    /// The REST API (`[worker.rest]`).
+    pub rest: RestConfig,
+}
+
+/// The worker's REST API (`[worker.rest]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestConfig {
+    /// Where it listens; `None` when `listen = "off"`. Default `127.0.0.1:8083`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The bearer token every request must carry. Required when `listen` is not a
+    /// loopback address.
+    pub token: Option<Secret>,
+    /// A file whose first line is the token (instead of `token`).
+    pub token_file: Option<PathBuf>,
+    /// Larger request bodies are refused with 413. Default `"1MiB"`.
+    pub max_body: ByteSize,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8083))),
+            token: None,
+            token_file: None,
+            max_body: ByteSize::mib(1),
+        }
+    }
+}
+
+impl RestConfig {
+    /// The settings of `[worker.rest]`, with their defaults and documentation.
+    pub fn schema() -> ConfigSchema {
+        ConfigSchema::new()
+            .field(
+                FieldSpec::new("listen", FieldKind::String)
+                    .with_default("127.0.0.1:8083")
+                    .doc("Address and port of the REST API, or \"off\". Any address other than loopback requires a token."),
+            )
+            .field(
+                FieldSpec::new("token", FieldKind::String)
+                    .secret()
+                    .doc("Bearer token that every request must carry (`Authorization: Bearer ...`)."),
+            )
+            .field(
+                FieldSpec::new("token_file", FieldKind::Path).doc("A file whose first line is the token."),
+            )
+            .field(
+                FieldSpec::new("max_body", FieldKind::Size)
+                    .with_default(ByteSize::mib(1))
+                    .doc("Largest request body accepted; larger ones get 413."),
+            )
+    }
+
+    /// Whether requests must carry a token.
+    pub fn requires_token(&self) -> bool {
+        self.token.is_some() || self.token_file.is_some()
+    }
 }
 
 /// Restarts of a failed task, with exponential backoff between attempts.
@@ -52,6 +109,7 @@ impl Default for WorkerConfig {
             shutdown_timeout: std::time::Duration::from_secs(30),
             plugin_dirs: Vec::new(),
             max_sink_lag: 1_000_000,
+            rest: RestConfig::default(),
         }
     }
 }
@@ -144,12 +202,16 @@ pub(crate) fn check_worker(checker: &mut Checker<'_>, node: &Node) -> Option<Wor
         place: "in [worker]".into(),
         owner: "[worker]".into(),
         section: "[worker]",
-        extra_keys: &["restart"],
+        extra_keys: &["restart", "rest"],
     };
     let checked = check_table(checker, table, &WorkerConfig::schema(), &context, node.offset);
     let restart = match table.get("restart") {
         None => Some(RestartPolicy::default()),
         Some(entry) => check_restart(checker, &entry.node),
+    };
+    let rest = match table.get("rest") {
+        None => Some(RestConfig::default()),
+        Some(entry) => check_rest(checker, &entry.node),
     };
     let settings = &checked.settings;
     let memory_budget = settings.size("memory_budget").map(ByteSize);
@@ -172,7 +234,60 @@ pub(crate) fn check_worker(checker: &mut Checker<'_>, node: &Node) -> Option<Wor
         shutdown_timeout: settings.duration("shutdown_timeout")?,
         plugin_dirs: settings.string_list("plugin_dirs")?.iter().map(PathBuf::from).collect(),
         max_sink_lag: settings.integer("max_sink_lag")?.max(0) as u64,
+        rest: rest?,
     })
+}
+
+fn check_rest(checker: &mut Checker<'_>, node: &Node) -> Option<RestConfig> {
+    let NodeValue::Table(table) = &node.value else {
+        let message = format!("setting `rest` must be a table, found {}", node.value.describe());
+        checker.report(node.offset, message, Some("write a [worker.rest] section".into()));
+        return None;
+    };
+    let context = TableContext {
+        noun: "setting",
+        place: "in [worker.rest]".into(),
+        owner: "[worker.rest]".into(),
+        section: "[worker.rest]",
+        extra_keys: &[],
+    };
+    let checked = check_table(checker, table, &RestConfig::schema(), &context, node.offset);
+    let settings = &checked.settings;
+    let listen_text = settings.string("listen")?;
+    let listen_offset = checked.offsets.get("listen").copied().unwrap_or(node.offset);
+    let listen = if listen_text == "off" {
+        None
+    } else {
+        match listen_text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                checker.report(
+                    listen_offset,
+                    format!("setting `listen` must be an address and port such as \"127.0.0.1:8083\", or \"off\"; found \"{listen_text}\""),
+                    Some("use \"0.0.0.0:8083\" to listen on every interface (a token is then required)".into()),
+                );
+                return None;
+            }
+        }
+    };
+    let config = RestConfig {
+        listen,
+        token: settings.secret("token").cloned(),
+        token_file: settings.path("token_file").map(PathBuf::from),
+        max_body: settings.size("max_body").map(ByteSize)?,
+    };
+    if let Some(addr) = listen
+        && !addr.ip().is_loopback()
+        && !config.requires_token()
+    {
+        checker.report(
+            listen_offset,
+            format!("the REST API would listen on {addr}, which is not a loopback address, without a token"),
+            Some("set `token` (e.g. token = \"${PLEXUS_TOKEN}\") or `token_file` in [worker.rest], or listen on 127.0.0.1".into()),
+        );
+        return None;
+    }
+    Some(config)
 }
 
 fn check_restart(checker: &mut Checker<'_>, node: &Node) -> Option<RestartPolicy> {

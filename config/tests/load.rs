@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use plexus_config::{
     ByteSize, Config, ConfigSchema, ConnectorKind, ConnectorTypeRegistry, ErrorTolerance, FieldKind, FieldSpec,
-    RestartPolicy, Value, WorkerConfig,
+    RestConfig, RestartPolicy, Value, WorkerConfig,
 };
 
 fn load_text(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, plexus_config::Problems> {
@@ -69,8 +69,16 @@ shutdown_timeout = "1m"
 plugin_dirs = ["/opt/plugins"]
 max_sink_lag = 0
 restart = { max_attempts = 0, max_backoff = "2m" }
+rest = { listen = "0.0.0.0:9000", token = "${TOKEN}", max_body = "64KiB" }
 "#;
-    let worker = load_text(text, &|_| None).unwrap().worker;
+    let worker = load_text(text, &|name| (name == "TOKEN").then(|| "s3cret".to_owned()))
+        .unwrap()
+        .worker;
+    assert_eq!(worker.rest.token.as_ref().map(|t| t.expose()), Some("s3cret"));
+    assert!(
+        !format!("{worker:?}").contains("s3cret"),
+        "the token is redacted in Debug"
+    );
     assert_eq!(
         worker,
         WorkerConfig {
@@ -86,11 +94,41 @@ restart = { max_attempts = 0, max_backoff = "2m" }
             shutdown_timeout: Duration::from_secs(60),
             plugin_dirs: vec![PathBuf::from("/opt/plugins")],
             max_sink_lag: 0,
+            rest: RestConfig {
+                listen: Some("0.0.0.0:9000".parse().unwrap()),
+                token: worker.rest.token.clone(),
+                token_file: None,
+                max_body: ByteSize::kib(64),
+            },
         }
     );
     let empty = load_text("", &|_| None).unwrap();
     assert_eq!(empty.worker, WorkerConfig::default());
     assert_eq!(empty.summary(), "0 connectors, data in ./data");
+}
+
+#[test]
+fn rest_api_outside_loopback_needs_a_token() {
+    let problems = load_text("[worker.rest]\nlisten = \"0.0.0.0:8083\"\n", &|_| None).unwrap_err();
+    assert_eq!(
+        problems.to_string(),
+        "test.toml:2:10: error: the REST API would listen on 0.0.0.0:8083, which is not a loopback address, without a token\n  hint: set `token` (e.g. token = \"${PLEXUS_TOKEN}\") or `token_file` in [worker.rest], or listen on 127.0.0.1"
+    );
+    let problems = load_text("[worker.rest]\nlisten = \"localhost\"\n", &|_| None).unwrap_err();
+    assert!(
+        problems
+            .to_string()
+            .starts_with("test.toml:2:10: error: setting `listen` must be an address and port"),
+        "{problems}"
+    );
+    let off = load_text("[worker.rest]\nlisten = \"off\"\n", &|_| None).unwrap();
+    assert_eq!(off.worker.rest.listen, None);
+    let file = load_text(
+        "[worker.rest]\nlisten = \"[::]:8083\"\ntoken_file = \"/etc/plexus/token\"\n",
+        &|_| None,
+    )
+    .unwrap();
+    assert!(file.worker.rest.requires_token());
 }
 
 #[test]

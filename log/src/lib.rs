@@ -40,6 +40,7 @@ mod log;
 mod partition;
 mod position;
 mod segment;
+mod stats;
 
 pub use batch::{Batch, BatchBuilder, BatchError, Compression, Header, Record, StoredRecord};
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig, TopicConfig};
@@ -49,3 +50,4 @@ pub use groups::{CommittedOffset, ConsumerGroups, GROUPS_TOPIC};
 pub use log::{Log, Topic};
 pub use partition::{AppendOutcome, CompactionReport, Partition, RetentionReport};
 pub use position::{POSITION_HEADER, Position, ProducerEntry, ProducerId};
+pub use stats::{HistogramSnapshot, LATENCY_BUCKETS, LatencyHistogram, PartitionStats};

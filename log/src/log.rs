@@ -72,8 +72,8 @@ struct Inner {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     groups: ConsumerGroups,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Held for the life of the log; closing the file releases the lock.
-    _lock: File,
+    /// Held until the log is closed or dropped; closing the file releases the lock.
+    lock: parking_lot::Mutex<Option<File>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -153,7 +153,8 @@ impl Log {
             .map_err(|e| LogError::io("clean up", "data directory", std::io::Error::other(e.to_string())))?
     }
 
-    /// Flushes every partition, records recovery points and stops background work.
+    /// Flushes every partition, records recovery points, stops background work and
+    /// releases the data directory.
     /// Dropping the log without closing is safe too; the next open scans more.
     pub async fn close(self) -> Result<()> {
         for task in self.inner.tasks.lock().drain(..) {
@@ -167,6 +168,9 @@ impl Log {
                     partition.close_blocking()?;
                 }
             }
+            // Another process may open the directory now, even while clones of this
+            // handle live on (a worker that shut down but is still referenced).
+            inner.lock.lock().take();
             Ok(())
         })
         .await
@@ -260,7 +264,7 @@ impl Inner {
             topics: RwLock::new(topics),
             groups,
             tasks: Mutex::new(Vec::new()),
-            _lock: lock,
+            lock: parking_lot::Mutex::new(Some(lock)),
         })
     }
 

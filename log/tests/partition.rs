@@ -664,3 +664,81 @@ async fn producer_positions_are_kept_by_compaction() {
         .collect();
     assert_eq!(values.len(), 1);
 }
+
+#[tokio::test]
+async fn stats_count_appends_fetches_and_fsyncs_exactly() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
+    let config = TopicConfig {
+        fsync: FsyncPolicy::Always,
+        ..TopicConfig::default()
+    };
+    let p = Arc::clone(log.create_topic("counted", config).await.unwrap().partition(0).unwrap());
+    let stats = p.stats();
+    let fsyncs = || stats.fsync.snapshot().count;
+    assert_eq!(stats.appended_records.load(Relaxed), 0);
+    assert_eq!(fsyncs(), 0);
+
+    // Every append path: append, append_records, append_with_position, append_encoded.
+    append_values(&p, &["a", "b", "c"], 1).await;
+    let after_first = fsyncs();
+    assert!(after_first >= 1, "an acknowledged append under `Always` was synced");
+    let records = [
+        plexus_log::Record {
+            timestamp: 2,
+            key: None,
+            value: Some(Bytes::from_static(b"d")),
+            headers: Vec::new(),
+        },
+        plexus_log::Record {
+            timestamp: 2,
+            key: None,
+            value: Some(Bytes::from_static(b"e")),
+            headers: Vec::new(),
+        },
+    ];
+    p.append_records(&records).await.unwrap();
+    assert!(fsyncs() > after_first, "every append under `Always` syncs");
+    let producer = ProducerId::from_name("stats");
+    let mut batch = BatchBuilder::new(Compression::Zstd);
+    batch.push(3, None, Some(b"f"), &[]);
+    p.append_with_position(&mut batch, producer, Position::from_u64(7))
+        .await
+        .unwrap();
+    let mut builder = BatchBuilder::new(Compression::None);
+    builder.push(4, None, Some(b"g"), &[]);
+    let encoded = builder.finish(plexus_log::batch::ProducerFields::NONE).unwrap();
+    p.append_encoded(encoded, None).await.unwrap();
+    let synced = fsyncs();
+    // A replay writes nothing and is not counted.
+    let mut batch = BatchBuilder::new(Compression::None);
+    batch.push(5, None, Some(b"replayed"), &[]);
+    let outcome = p
+        .append_with_position(&mut batch, producer, Position::from_u64(7))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, AppendOutcome::AlreadyWritten { .. }));
+
+    assert_eq!(p.end_offset(), 7);
+    assert_eq!(stats.appended_records.load(Relaxed), 7);
+    assert_eq!(stats.appended_batches.load(Relaxed), 4);
+    assert_eq!(stats.appended_bytes.load(Relaxed), p.size_bytes());
+    assert_eq!(fsyncs(), synced, "a replay does not sync");
+    assert!(synced >= 4, "{synced} fsyncs for 4 appends");
+    assert!(stats.fsync.snapshot().sum_seconds > 0.0);
+    assert_eq!(stats.fetches.load(Relaxed), 0);
+
+    // Whole batches are counted, also the records before the requested offset.
+    let all = p.read(0, 1 << 20).await.unwrap();
+    assert_eq!(all.batches().len(), 4);
+    assert_eq!(all.bytes() as u64, p.size_bytes());
+    let second = p.read(4, 1 << 20).await.unwrap();
+    assert_eq!(second.batches().first().map(|b| b.base_offset()), Some(3));
+    let empty = p.read_wait(7, 1 << 20, Duration::from_millis(10)).await.unwrap();
+    assert!(empty.is_empty());
+    assert_eq!(stats.fetches.load(Relaxed), 3);
+    assert_eq!(stats.fetched_records.load(Relaxed), 7 + 4);
+    assert_eq!(stats.fetched_bytes.load(Relaxed), (all.bytes() + second.bytes()) as u64);
+    assert_eq!(stats.appended_records.load(Relaxed), 7, "reads append nothing");
+}

@@ -6,23 +6,30 @@
 //! backoff, bad records follow the connector's error policy (dead-letter topic or
 //! failure), and a shutdown lets every task finish and commit its in-flight batch.
 
+pub mod api;
 mod backpressure;
 mod dead_letter;
 mod discard;
+pub mod metrics;
+mod positions;
 mod registry;
 pub mod sink_task;
 pub mod source_task;
 mod status;
+mod store;
 mod task;
+pub mod ui;
 mod worker;
 
+pub use api::RestServer;
 pub use dead_letter::{HEADER_CONNECTOR, HEADER_ORIGIN, HEADER_REASON};
 pub use discard::DiscardFactory;
 pub use registry::Registry;
 pub use source_task::{POSITIONS_TOPIC, TABLE_PLACEHOLDER};
 pub use status::{ConnectorStatus, StatusBoard, TaskState};
+pub use store::TargetState;
 pub use task::TaskEnd;
-pub use worker::Worker;
+pub use worker::{ConnectorView, ControlError, OffsetEntry, Origin, Worker};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {

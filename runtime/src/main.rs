@@ -10,9 +10,10 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use plexus_config::{Config, ConnectorKind};
 use plexus_log::{BatchBuilder, Compression, Log, LogConfig, TopicConfig};
-use plexus_runtime::{Registry, TaskState, Worker};
+use plexus_runtime::{Registry, RestServer, TaskState, Worker};
 
 mod bench;
+mod client;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +44,29 @@ enum Command {
         /// Exit once every source has finished and every sink has caught up.
         #[arg(long)]
         exit_when_done: bool,
+        /// Where the REST API listens, overriding [worker.rest] listen ("127.0.0.1:0"
+        /// picks a free port; "off" disables it).
+        #[arg(long, value_name = "ADDR|off")]
+        rest_listen: Option<String>,
+    },
+    /// Show the connectors of a running worker (through its REST API).
+    Status {
+        #[command(flatten)]
+        api: client::ApiArgs,
+    },
+    /// List, pause, resume, stop or restart connectors of a running worker.
+    Connectors {
+        #[command(subcommand)]
+        action: client::ConnectorsAction,
+        #[command(flatten)]
+        api: client::ApiArgs,
+    },
+    /// Read or reset a stopped connector's offsets.
+    Offsets {
+        #[command(subcommand)]
+        action: client::OffsetsAction,
+        #[command(flatten)]
+        api: client::ApiArgs,
     },
     /// Check configuration files and print every problem, or what would run.
     Validate {
@@ -124,7 +148,14 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
     match command {
-        Command::Run { paths, exit_when_done } => run(&paths, exit_when_done).await,
+        Command::Run {
+            paths,
+            exit_when_done,
+            rest_listen,
+        } => run(&paths, exit_when_done, rest_listen.as_deref()).await,
+        Command::Status { api } => client::status(&api).await,
+        Command::Connectors { action, api } => client::connectors(&api, action).await,
+        Command::Offsets { action, api } => client::offsets(&api, action).await,
         Command::Validate { paths } => Ok(validate(&paths)),
         Command::Topics { action, data_dir } => topics(action, &data_dir).await,
         Command::Consume {
@@ -174,7 +205,11 @@ fn validate(paths: &[PathBuf]) -> std::process::ExitCode {
     }
 }
 
-async fn run(paths: &[PathBuf], exit_when_done: bool) -> anyhow::Result<std::process::ExitCode> {
+async fn run(
+    paths: &[PathBuf],
+    exit_when_done: bool,
+    rest_listen: Option<&str>,
+) -> anyhow::Result<std::process::ExitCode> {
     let registry = Registry::builtin();
     let config = match load(paths, &registry) {
         Ok(config) => config,
@@ -183,8 +218,29 @@ async fn run(paths: &[PathBuf], exit_when_done: bool) -> anyhow::Result<std::pro
             bail!("{} configuration problem(s); nothing was started", problems.len());
         }
     };
+    let listen = match rest_listen {
+        None => config.worker.rest.listen,
+        Some("off") => None,
+        Some(addr) => Some(
+            addr.parse::<std::net::SocketAddr>()
+                .with_context(|| format!("--rest-listen `{addr}` is not an address and port such as 127.0.0.1:8083"))?,
+        ),
+    };
     tracing::info!(summary = %config.summary(), "Starting.");
-    let worker = Worker::start(&config, registry.clone()).await?;
+    let worker = Arc::new(Worker::start(&config, registry.clone()).await?);
+    let rest = match listen {
+        Some(addr) => match RestServer::start(Arc::clone(&worker), &config.worker.rest, addr).await {
+            Ok(server) => {
+                eprintln!("plexus: REST API at http://{}", server.addr);
+                Some(server)
+            }
+            Err(e) => {
+                worker.shutdown().await?;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("install the SIGTERM handler")?;
     let mut sighup =
@@ -210,8 +266,8 @@ async fn run(paths: &[PathBuf], exit_when_done: bool) -> anyhow::Result<std::pro
                     let secs = last_tick.elapsed().as_secs_f64().max(1e-3);
                     let parts: Vec<String> = now.iter().map(|(name, total)| {
                         let before = last.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
-                        let state = worker.status().get(name).map_or("?", |s| state_name(s.state));
-                        let lag = config.connectors.iter().find(|c| &c.name == name).and_then(|c| sink_lag(&worker, c));
+                        let state = worker.connector(name).map_or("?", |c| c.state.as_str());
+                        let lag = worker.connector(name).and_then(|c| sink_lag(&worker, &c.config));
                         let lag = lag.map_or(String::new(), |l| format!(", lag {l}"));
                         format!("{name} {state} {:.0} rec/s ({total} total{lag})", (total - before) as f64 / secs)
                     }).collect();
@@ -219,7 +275,7 @@ async fn run(paths: &[PathBuf], exit_when_done: bool) -> anyhow::Result<std::pro
                 }
                 last = now;
                 last_tick = Instant::now();
-                if exit_when_done && done(&worker, &config) {
+                if exit_when_done && done(&worker) {
                     tracing::info!("Every source finished and every sink caught up; stopping.");
                     break;
                 }
@@ -236,6 +292,9 @@ async fn run(paths: &[PathBuf], exit_when_done: bool) -> anyhow::Result<std::pro
         .filter(|(_, s)| s.state == TaskState::Failed)
         .map(|(name, s)| format!("{name}: {}", s.last_error.map(|e| e.0).unwrap_or_default()))
         .collect();
+    if let Some(rest) = rest {
+        rest.stop();
+    }
     worker.shutdown().await?;
     if failed.is_empty() {
         Ok(std::process::ExitCode::SUCCESS)
@@ -264,38 +323,27 @@ fn sink_lag(worker: &Worker, c: &plexus_config::ConnectorConfig) -> Option<i64> 
     Some(lag)
 }
 
-/// Sources finished (or failed) and every sink committed up to the end of its topics.
-fn done(worker: &Worker, config: &Config) -> bool {
-    config.connectors.iter().all(|c| {
-        let state = worker.status().get(&c.name).map(|s| s.state);
-        match c.kind {
-            ConnectorKind::Source => matches!(state, Some(TaskState::Finished | TaskState::Failed)),
-            ConnectorKind::Sink => {
-                state == Some(TaskState::Failed)
-                    || c.topics.iter().all(|t| {
-                        worker.log().topic(t).is_some_and(|topic| {
-                            topic.partitions().iter().all(|p| {
-                                let committed = worker
-                                    .log()
-                                    .groups()
-                                    .committed(&c.name, t, p.id())
-                                    .map_or(0, |o| o.offset);
-                                committed >= p.end_offset()
-                            })
+/// Every source finished (or failed, or was stopped) and every running sink committed
+/// up to the end of its topics.
+fn done(worker: &Worker) -> bool {
+    worker.connectors().iter().all(|c| match c.kind {
+        ConnectorKind::Source => matches!(c.state, TaskState::Finished | TaskState::Failed | TaskState::Stopped),
+        ConnectorKind::Sink => {
+            matches!(c.state, TaskState::Failed | TaskState::Stopped)
+                || c.topics.iter().all(|t| {
+                    worker.log().topic(t).is_some_and(|topic| {
+                        topic.partitions().iter().all(|p| {
+                            let committed = worker
+                                .log()
+                                .groups()
+                                .committed(&c.name, t, p.id())
+                                .map_or(0, |o| o.offset);
+                            committed >= p.end_offset()
                         })
                     })
-            }
+                })
         }
     })
-}
-
-fn state_name(state: TaskState) -> &'static str {
-    match state {
-        TaskState::Running => "RUNNING",
-        TaskState::Restarting => "RESTARTING",
-        TaskState::Failed => "FAILED",
-        TaskState::Finished => "FINISHED",
-    }
 }
 
 async fn open_log(data_dir: &Path) -> anyhow::Result<Log> {

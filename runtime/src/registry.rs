@@ -37,6 +37,11 @@ impl Registry {
     pub fn get(&self, type_name: &str) -> Option<&Arc<dyn ConnectorFactory>> {
         self.factories.get(type_name)
     }
+
+    /// Every type, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn ConnectorFactory>> {
+        self.factories.values()
+    }
 }
 
 impl ConnectorTypes for Registry {

@@ -16,7 +16,7 @@ use crate::task::{TaskEnd, TaskEnv, log_error};
 /// How often written records are flushed and their offsets committed.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Flush sooner when this many records wait.
-const FLUSH_RECORDS: usize = 100_000;
+const FLUSH_RECORDS: u64 = 100_000;
 
 struct Assigned {
     topic: Arc<str>,
@@ -61,11 +61,20 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
     }
     tracing::info!(connector = %env.connector.name, partitions = assigned.len(), "Sink starting.");
 
-    let mut pending = 0usize;
+    let mut pending = Pending::new(&env.metrics);
     let mut last_flush = Instant::now();
     let end = loop {
         if env.stopping() {
             break TaskEnd::Stopped;
+        }
+        if env.paused() {
+            if pending.records > 0 {
+                commit(env, sink, &ctx, &assigned, &mut pending).await?;
+            }
+            if !env.wait_resumed().await {
+                break TaskEnd::Stopped;
+            }
+            continue;
         }
         let mut got = 0usize;
         for a in &mut assigned {
@@ -79,13 +88,15 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
                 .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
                 .sum();
             env.metrics.add_records(records.len() as u64, bytes);
+            pending.records += records.len() as u64;
+            pending.bytes += bytes;
+            let started = Instant::now();
             sink.write(&ctx, records).await?;
+            env.batch_latency.observe(started.elapsed());
             env.dlq.drain(&env.log).await?;
         }
-        pending += got;
-        if pending > 0 && (pending >= FLUSH_RECORDS || last_flush.elapsed() >= FLUSH_INTERVAL) {
-            commit(env, sink, &ctx, &assigned).await?;
-            pending = 0;
+        if pending.records > 0 && (pending.records >= FLUSH_RECORDS || last_flush.elapsed() >= FLUSH_INTERVAL) {
+            commit(env, sink, &ctx, &assigned, &mut pending).await?;
             last_flush = Instant::now();
         }
         if got == 0 {
@@ -103,8 +114,8 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
             }
         }
     };
-    if pending > 0 {
-        commit(env, sink, &ctx, &assigned).await?;
+    if pending.records > 0 {
+        commit(env, sink, &ctx, &assigned, &mut pending).await?;
     }
     sink.stop().await?;
     tracing::info!(connector = %env.connector.name, "Sink stopped.");
@@ -148,12 +159,31 @@ async fn fetch(a: &mut Assigned, connector: &str, max_bytes: usize) -> Result<Ve
     Ok(out)
 }
 
+/// Records written to the sink since its last flush.
+struct Pending {
+    records: u64,
+    bytes: u64,
+    /// The task's dead-letter count at the last flush.
+    dead_before: u64,
+}
+
+impl Pending {
+    fn new(metrics: &plexus_connector::TaskMetrics) -> Pending {
+        Pending {
+            records: 0,
+            bytes: 0,
+            dead_before: metrics.dead_lettered.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
 /// Flushes the sink, then commits the offsets after what it wrote.
 async fn commit(
     env: &TaskEnv,
     sink: &mut dyn Sink,
     ctx: &SinkContext,
     assigned: &[Assigned],
+    pending: &mut Pending,
 ) -> Result<(), ConnectorError> {
     let offsets: SinkOffsets = assigned
         .iter()
@@ -174,5 +204,11 @@ async fn commit(
         .groups()
         .commit_many(&env.connector.name, &commits, "")
         .await
-        .map_err(log_error)
+        .map_err(log_error)?;
+    // Records dead-lettered since the last flush were not delivered.
+    let dead_now = env.metrics.dead_lettered.load(std::sync::atomic::Ordering::Relaxed);
+    let dead = dead_now.saturating_sub(pending.dead_before).min(pending.records);
+    env.metrics.add_records_out(pending.records - dead, pending.bytes);
+    *pending = Pending::new(&env.metrics);
+    Ok(())
 }

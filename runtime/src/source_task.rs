@@ -17,23 +17,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plexus_connector::{ConnectorError, Poll, Position, Source, SourceBatch, SourceContext};
-use plexus_log::{AppendOutcome, BatchBuilder, Compression, LogError, Partition, ProducerId, Topic, TopicConfig};
+use plexus_log::{AppendOutcome, BatchBuilder, Compression, LogError, Partition, ProducerId, Topic};
 
 use crate::task::{TaskEnd, TaskEnv, log_error};
 
-/// The internal topic of source positions.
-pub const POSITIONS_TOPIC: &str = "__source_positions";
+pub use crate::positions::POSITIONS_TOPIC;
 
 /// How often positions are made durable and committed to the source system.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<TaskEnd, ConnectorError> {
     let ctx = SourceContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone());
-    let producer = ProducerId::from_name(&env.connector.name);
-    let markers = positions_partition(env).await?;
-    let resume = markers
-        .producer_position(producer)
-        .map(|entry| Position::from_bytes(entry.position.as_bytes().clone()));
+    let markers = crate::positions::partition(&env.log).await?;
+    let producer = crate::positions::producer(&markers, &env.connector.name);
+    let resume = crate::positions::resume_position(&markers, &env.connector.name);
     tracing::info!(connector = %env.connector.name, resume = ?resume, "Source starting.");
     source.start(&ctx, resume).await?;
 
@@ -51,6 +48,16 @@ pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<Ta
         if env.stopping() {
             break TaskEnd::Stopped;
         }
+        if env.paused() {
+            // Make what was written durable and acknowledged before idling.
+            if let Some(position) = uncommitted.take() {
+                writer.commit(source, &position).await?;
+            }
+            if !env.wait_resumed().await {
+                break TaskEnd::Stopped;
+            }
+            continue;
+        }
         let template = env.connector.topics.first().map_or("", String::as_str);
         if !env
             .backpressure
@@ -67,7 +74,9 @@ pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<Ta
             Poll::Batch(batch) => {
                 env.dlq.drain(&env.log).await?;
                 let position = batch.position.clone();
+                let started = Instant::now();
                 writer.write(env, batch).await?;
+                env.batch_latency.observe(started.elapsed());
                 uncommitted = Some(position);
             }
             Poll::Idle => {
@@ -130,23 +139,30 @@ impl BatchWriter {
                 .push(i);
         }
         let mut bytes = 0u64;
+        let (mut written, mut written_bytes) = (0u64, 0u64);
         for ((topic_name, partition), indexes) in groups {
             let topic = self.topic(env, &topic_name).await?;
             let partition = Arc::clone(topic.partition(partition).map_err(log_error)?);
+            let mut group_bytes = 0u64;
             for &i in &indexes {
                 let r = &records[i];
                 let headers: Vec<(&str, Option<&[u8]>)> =
                     r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
-                bytes += r.value.as_ref().map_or(0, |v| v.len() as u64) + r.key.as_ref().map_or(0, |k| k.len() as u64);
+                group_bytes +=
+                    r.value.as_ref().map_or(0, |v| v.len() as u64) + r.key.as_ref().map_or(0, |k| k.len() as u64);
                 self.builder
                     .push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
             }
+            bytes += group_bytes;
             let outcome = partition
                 .append_with_position(&mut self.builder, self.producer, log_position.clone())
                 .await
                 .map_err(log_error)?;
             if let AppendOutcome::AlreadyWritten { .. } = outcome {
                 tracing::debug!(connector = %env.connector.name, topic = %topic_name, "Replayed batch already in the log.");
+            } else {
+                written += indexes.len() as u64;
+                written_bytes += group_bytes;
             }
             self.touched.insert((topic_name, partition.id()), partition);
         }
@@ -162,6 +178,7 @@ impl BatchWriter {
             .await
             .map_err(log_error)?;
         env.metrics.add_records(records.len() as u64, bytes);
+        env.metrics.add_records_out(written, written_bytes);
         Ok(())
     }
 
@@ -191,24 +208,6 @@ impl BatchWriter {
         self.topics.insert(name.to_owned(), Arc::clone(&topic));
         Ok(topic)
     }
-}
-
-async fn positions_partition(env: &TaskEnv) -> Result<Arc<Partition>, ConnectorError> {
-    if env.log.topic(POSITIONS_TOPIC).is_none() {
-        let config = TopicConfig {
-            fsync: plexus_log::FsyncPolicy::Never,
-            ..TopicConfig::compacted()
-        };
-        match env.log.create_topic(POSITIONS_TOPIC, config).await {
-            Ok(_) | Err(LogError::TopicExists(_)) => {}
-            Err(e) => return Err(log_error(e)),
-        }
-    }
-    let topic = env
-        .log
-        .topic(POSITIONS_TOPIC)
-        .ok_or_else(|| ConnectorError::retriable("the positions topic vanished"))?;
-    topic.partition(0).cloned().map_err(log_error)
 }
 
 /// The topic of a record: the connector's `topic` with `{table}` replaced by the

@@ -16,6 +16,34 @@ pub enum TaskState {
     Failed,
     /// A bounded source emitted everything, or the worker stopped it.
     Finished,
+    /// Up, but neither polling nor writing until resumed (`PUT .../pause`).
+    Paused,
+    /// Shut down on request (`PUT .../stop`); its configuration stays.
+    Stopped,
+}
+
+impl TaskState {
+    /// The name the REST API and the terminal show, as in Kafka Connect.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Running => "RUNNING",
+            TaskState::Restarting => "RESTARTING",
+            TaskState::Failed => "FAILED",
+            TaskState::Finished => "FINISHED",
+            TaskState::Paused => "PAUSED",
+            TaskState::Stopped => "STOPPED",
+        }
+    }
+
+    /// Every state, for metrics that export one series per state.
+    pub const ALL: [TaskState; 6] = [
+        TaskState::Running,
+        TaskState::Paused,
+        TaskState::Stopped,
+        TaskState::Restarting,
+        TaskState::Failed,
+        TaskState::Finished,
+    ];
 }
 
 /// A connector's state and its last error.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use plexus_config::ConnectorConfig;
 use plexus_connector::{ConnectorError, TaskMetrics};
-use plexus_log::{Log, LogError};
+use plexus_log::{LatencyHistogram, Log, LogError};
 use tokio::sync::watch;
 
 use crate::dead_letter::DeadLetterQueue;
@@ -25,6 +25,10 @@ pub(crate) struct TaskEnv {
     pub metrics: Arc<TaskMetrics>,
     pub dlq: Arc<DeadLetterQueue>,
     pub stop: watch::Receiver<bool>,
+    /// True while the operator has the connector paused.
+    pub pause: watch::Receiver<bool>,
+    /// Time to append one polled batch (source) or to write one batch (sink).
+    pub batch_latency: Arc<LatencyHistogram>,
     /// Bytes a sink task reads from the log at a time: its share of the worker's
     /// `memory_budget`.
     pub fetch_bytes: usize,
@@ -34,6 +38,19 @@ pub(crate) struct TaskEnv {
 impl TaskEnv {
     pub fn stopping(&self) -> bool {
         *self.stop.borrow()
+    }
+
+    pub fn paused(&self) -> bool {
+        *self.pause.borrow()
+    }
+
+    /// Waits while paused; false if the task was asked to stop meanwhile.
+    pub async fn wait_resumed(&self) -> bool {
+        let mut pause = self.pause.clone();
+        tokio::select! {
+            resumed = pause.wait_for(|p| !*p) => resumed.is_ok(),
+            _ = self.stop_requested() => false,
+        }
     }
 
     /// Resolves when the worker asks the task to stop.

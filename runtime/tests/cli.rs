@@ -49,6 +49,7 @@ fn the_quickstart_runs_to_completion_and_writes_its_output() {
     let status = Command::new(BIN)
         .current_dir(dir.path())
         .arg("run")
+        .args(["--rest-listen", "127.0.0.1:0"])
         .arg(quickstart())
         .arg("--exit-when-done")
         .env("RUST_LOG", "warn")
@@ -109,6 +110,7 @@ fn sighup_reloads_a_configuration_directory() {
     .unwrap();
     let mut child = Command::new(BIN)
         .arg("run")
+        .args(["--rest-listen", "127.0.0.1:0"])
         .arg(&conf)
         .env("RUST_LOG", "warn")
         .spawn()

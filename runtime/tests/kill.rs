@@ -31,6 +31,7 @@ fn append_lines(path: &Path, from: u64, count: u64) {
 fn spawn(config: &Path) -> Child {
     Command::new(BIN)
         .arg("run")
+        .args(["--rest-listen", "127.0.0.1:0"])
         .arg(config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use std::sync::Mutex;
@@ -51,18 +51,59 @@ impl DeadLetters for CollectDeadLetters {
 }
 
 /// Counters a task keeps; the runtime exports them as metrics.
-#[derive(Debug, Default)]
+///
+/// "In" is what the task received (a source: records polled from its system; a sink:
+/// records read from the log), "out" what it delivered (a source: records appended to
+/// the log, replays not counted; a sink: records flushed to its destination).
+#[derive(Debug)]
 pub struct TaskMetrics {
     pub records: AtomicU64,
     pub bytes: AtomicU64,
+    pub records_out: AtomicU64,
+    pub bytes_out: AtomicU64,
     pub errors: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// How far the source is behind its system, in bytes (a replication slot's WAL
+    /// not yet confirmed, a file's unread tail); `-1` when the source cannot tell.
+    pub source_lag_bytes: AtomicI64,
+    /// How far behind, in milliseconds (commit time of the newest change seen versus
+    /// now); `-1` when unknown.
+    pub source_lag_ms: AtomicI64,
+}
+
+impl Default for TaskMetrics {
+    fn default() -> Self {
+        TaskMetrics {
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            source_lag_bytes: AtomicI64::new(-1),
+            source_lag_ms: AtomicI64::new(-1),
+        }
+    }
 }
 
 impl TaskMetrics {
+    /// Counts records received.
     pub fn add_records(&self, records: u64, bytes: u64) {
         self.records.fetch_add(records, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts records delivered.
+    pub fn add_records_out(&self, records: u64, bytes: u64) {
+        self.records_out.fetch_add(records, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Sets how far behind its system a source is (`None`: unknown).
+    pub fn set_source_lag(&self, bytes: Option<u64>, millis: Option<u64>) {
+        let to_gauge = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX));
+        self.source_lag_bytes.store(to_gauge(bytes), Ordering::Relaxed);
+        self.source_lag_ms.store(to_gauge(millis), Ordering::Relaxed);
     }
 }
 

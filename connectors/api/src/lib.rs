@@ -135,4 +135,38 @@ pub trait ConnectorFactory: Send + Sync {
         let _ = settings;
         Err(ConnectorError::config(format!("`{}` is not a sink", self.type_name())))
     }
+
+    /// A source position as people read it (the REST API's offsets): the default is
+    /// its bytes in hex; a source type shows its own fields (`{"lsn": "0/16B3748"}`).
+    fn position_to_json(&self, position: &Position) -> serde_json::Value {
+        serde_json::json!({ "hex": hex(position.as_bytes()) })
+    }
+
+    /// The inverse of [`ConnectorFactory::position_to_json`], for an operator who moves
+    /// a source; the error says what is wrong with the value.
+    fn position_from_json(&self, value: &serde_json::Value) -> Result<Position, String> {
+        let text = value
+            .get("hex")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| format!("expected {{\"hex\": \"...\"}}, found {value}"))?;
+        unhex(text).map(Position::from_bytes)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() % 2 != 0 {
+        return Err(format!("`{text}` is not hex: odd length"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("`{text}` is not hex"))
+        })
+        .collect()
 }

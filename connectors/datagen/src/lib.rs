@@ -30,7 +30,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-use plexus_connector::{ConfigSchema, ConnectorError, ConnectorFactory, ConnectorKind, Settings, Source};
+use plexus_connector::{ConfigSchema, ConnectorError, ConnectorFactory, ConnectorKind, Position, Settings, Source};
 
 pub use config::DatagenConfig;
 pub use generator::{EPOCH_MS, Event, Generator, Op, Table};
@@ -57,6 +57,22 @@ impl ConnectorFactory for DatagenFactory {
 
     fn schema(&self) -> &ConfigSchema {
         &config::SCHEMA
+    }
+
+    /// `{"last_event": N}`: the number of the last event written; it resumes at N + 1.
+    fn position_to_json(&self, position: &Position) -> serde_json::Value {
+        match position.as_u64() {
+            Some(n) => serde_json::json!({ "last_event": n }),
+            None => serde_json::json!({ "invalid": position.to_string() }),
+        }
+    }
+
+    fn position_from_json(&self, value: &serde_json::Value) -> Result<Position, String> {
+        value
+            .get("last_event")
+            .and_then(serde_json::Value::as_u64)
+            .map(Position::from_u64)
+            .ok_or_else(|| format!("expected {{\"last_event\": N}} with N >= 0, found {value}"))
     }
 
     fn create_source(&self, settings: &Settings) -> Result<Box<dyn Source>, ConnectorError> {

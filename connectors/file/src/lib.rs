@@ -40,7 +40,9 @@ mod file_sink;
 mod file_source;
 mod json;
 
-use plexus_connector::{ConfigSchema, ConnectorError, ConnectorFactory, ConnectorKind, Settings, Sink, Source};
+use plexus_connector::{
+    ConfigSchema, ConnectorError, ConnectorFactory, ConnectorKind, Position, Settings, Sink, Source,
+};
 
 pub use error::FileError;
 pub use file_sink::{FileSink, FileSinkConfig};
@@ -67,6 +69,47 @@ impl ConnectorFactory for FileSourceFactory {
 
     fn schema(&self) -> &ConfigSchema {
         &file_source::SCHEMA
+    }
+
+    /// `{"path", "generation", "offset", "line", "dev", "inode"}`: `offset` is the byte
+    /// after the last line consumed.
+    fn position_to_json(&self, position: &Position) -> serde_json::Value {
+        match FilePosition::decode(position) {
+            Ok(p) => serde_json::json!({
+                "path": p.path.to_string_lossy(),
+                "generation": p.generation,
+                "offset": p.offset,
+                "line": p.line,
+                "dev": p.file.dev,
+                "inode": p.file.inode,
+            }),
+            Err(e) => serde_json::json!({ "invalid": e.to_string() }),
+        }
+    }
+
+    fn position_from_json(&self, value: &serde_json::Value) -> Result<Position, String> {
+        let number = |key: &str| {
+            value
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| format!("`{key}` must be a number >= 0 in {value}"))
+        };
+        let path = value
+            .get("path")
+            .and_then(serde_json::Value::as_str)
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| format!("`path` must be a file path in {value}"))?;
+        Ok(FilePosition {
+            path: path.into(),
+            generation: number("generation")?,
+            offset: number("offset")?,
+            line: number("line")?,
+            file: FileId {
+                dev: number("dev")?,
+                inode: number("inode")?,
+            },
+        }
+        .encode())
     }
 
     fn create_source(&self, settings: &Settings) -> Result<Box<dyn Source>, ConnectorError> {

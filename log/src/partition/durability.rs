@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{Mutex, watch};
 
@@ -142,7 +143,10 @@ impl Partition {
             (sealed, (Arc::clone(&segment.file), segment.path.clone()), point)
         };
         for (_, file, path) in sealed.iter().chain(std::iter::once(&(0, active.0, active.1))) {
-            if let Err(err) = file.sync_data() {
+            let started = Instant::now();
+            let synced = file.sync_data();
+            self.stats.fsync.observe(started.elapsed());
+            if let Err(err) = synced {
                 // After a failed fsync the page cache no longer tells what is on disk
                 // (PostgreSQL's "fsyncgate"): stop writing until recovery has looked.
                 let reason = format!("fsync of `{}` failed: {err}", path.display());

@@ -19,6 +19,7 @@ use crate::error::{LogError, Result};
 use crate::fetch::Fetch;
 use crate::position::{POSITION_HEADER, Position, ProducerEntry, ProducerId, ProducerStates};
 use crate::segment::{self, BatchRead, Continuity, Segment};
+use crate::stats::PartitionStats;
 
 pub use cleanup::{CompactionReport, RetentionReport};
 use durability::GroupCommit;
@@ -56,6 +57,7 @@ pub struct Partition {
     group_commit: GroupCommit,
     /// Held by the one compaction pass that may run at a time.
     compacting: parking_lot::Mutex<()>,
+    stats: PartitionStats,
 }
 
 #[derive(Debug)]
@@ -114,6 +116,7 @@ impl Partition {
             visible: watch::Sender::new(end),
             group_commit: GroupCommit::new(end),
             compacting: parking_lot::Mutex::new(()),
+            stats: PartitionStats::default(),
         })
     }
 
@@ -152,6 +155,16 @@ impl Partition {
 
     pub fn segment_count(&self) -> usize {
         self.state.read().segments.len()
+    }
+
+    /// What this partition has appended, served and synced since it was opened.
+    pub fn stats(&self) -> &PartitionStats {
+        &self.stats
+    }
+
+    /// Why this partition refuses writes (a failed fsync or write), if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        self.state.read().poisoned.clone()
     }
 
     /// The last position `producer` wrote to this partition (also after a restart).
@@ -264,6 +277,8 @@ impl Partition {
             });
         }
         let last_offset = header.last_offset();
+        self.stats
+            .appended(u64::try_from(header.record_count).unwrap_or(0), bytes.len() as u64);
         if let Some((id, position)) = producer {
             state.producers.update(id, position, last_offset);
         }
@@ -381,7 +396,11 @@ impl Partition {
                 // Nothing at or after `from` in this segment (compaction removed its
                 // tail): go on with the next one.
                 Some(next) if batches.is_empty() && next < visible => from = next,
-                _ => return Ok(Fetch::new(offset, batches, bytes, start_offset, visible)),
+                _ => {
+                    let records = batches.iter().map(|b| b.record_count() as u64).sum();
+                    self.stats.fetched(records, bytes as u64);
+                    return Ok(Fetch::new(offset, batches, bytes, start_offset, visible));
+                }
             }
         }
     }
