@@ -108,6 +108,9 @@ pub struct OffsetEntry {
     pub offset: Option<Json>,
 }
 
+/// A connector's counters, kept across restarts and replacements.
+type Counters = (Arc<TaskMetrics>, Arc<LatencyHistogram>);
+
 /// The running task of a connector.
 struct RunningTask {
     stop: watch::Sender<bool>,
@@ -139,7 +142,7 @@ pub struct Worker {
     store: ConnectorStore,
     sinks: SinkTopics,
     /// Counters of removed connectors, for a successor of the same name.
-    retired: Mutex<BTreeMap<String, (Arc<TaskMetrics>, Arc<LatencyHistogram>)>>,
+    retired: Mutex<BTreeMap<String, Counters>>,
     /// One control operation at a time: two requests on one connector never interleave.
     control: tokio::sync::Mutex<()>,
 }
@@ -972,6 +975,7 @@ impl Supervisor {
             };
             let stopping = *self.stop.borrow();
             failures += 1;
+            self.metrics.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if stopping || !err.is_retriable() || failures > self.restart.max_attempts {
                 tracing::error!(connector = %name, error = %err, failures, "Connector failed; not restarting it.");
                 self.status.failed(&name, TaskState::Failed, err.to_string(), false);

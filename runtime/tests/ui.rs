@@ -158,13 +158,9 @@ topics = ["shop.orders"]
         check.status,
         stderr_so_far()
     );
-    assert!(
-        stdout.contains("status page OK"),
-        "unexpected output:\n{stdout}"
-    );
+    assert!(stdout.contains("status page OK"), "unexpected output:\n{stdout}");
 
-    let png = std::fs::read(&screenshot)
-        .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", screenshot.display()));
+    let png = std::fs::read(&screenshot).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", screenshot.display()));
     assert!(
         png.starts_with(b"\x89PNG\r\n\x1a\n"),
         "{} is not a PNG",

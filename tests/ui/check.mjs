@@ -3,8 +3,9 @@
 //   node tests/ui/check.mjs URL SCREENSHOT_PATH [CONNECTOR...]
 //
 // Opens URL (the worker's /ui, optionally with #token=...), waits until the connectors
-// table lists every CONNECTOR (or those in $PLEXUS_UI_CONNECTORS, comma-separated) and a
-// running datagen source shows a rate above 0, checks that the topics table lists a topic
+// table lists every CONNECTOR (or those in $PLEXUS_UI_CONNECTORS, comma-separated), a
+// running datagen source shows a rate above 0 and the page holds $PLEXUS_UI_MIN_SAMPLES
+// (4) samples of history, checks that the topics table lists a topic
 // holding bytes and that the throughput chart is drawn, then saves a full-page
 // screenshot. Exits 1 with a message saying what is missing, also on any console error
 // or uncaught page error. Run scripts/setup-browser first.
@@ -14,6 +15,8 @@ import { dirname } from "node:path";
 
 const CHROMIUM = process.env.PLEXUS_CHROMIUM || "/usr/bin/chromium";
 const WAIT_MS = Number(process.env.PLEXUS_UI_WAIT_MS || 30_000);
+// Samples of the worker's history to wait for, so the charts show lines, not dots.
+const MIN_SAMPLES = Number(process.env.PLEXUS_UI_MIN_SAMPLES || 4);
 const OVERALL_MS = WAIT_MS + 60_000;
 
 const [url, screenshot, ...named] = process.argv.slice(2);
@@ -73,7 +76,7 @@ try {
   if (!type.startsWith("text/html")) throw new Error(`GET ${url} is \`${type}\`, not text/html`);
 
   try {
-    await page.waitForFunction(ready, expected, { timeout: WAIT_MS, polling: 250 });
+    await page.waitForFunction(ready, { expected, minSamples: MIN_SAMPLES }, { timeout: WAIT_MS, polling: 250 });
   } catch (err) {
     const seen = await page.evaluate(describe).catch((e) => `(page unreadable: ${e.message})`);
     throw new Error(`the page did not show what was expected within ${WAIT_MS / 1000} s.\n${seen}`);
@@ -117,8 +120,10 @@ if (problems.length) fail(problems.join("\n"));
 
 // ---- in the page ------------------------------------------------------------------------
 
-/** True when every expected connector is listed and a running datagen source has a rate. */
-function ready(expected) {
+/** True when every expected connector is listed, a running datagen source has a rate
+ * and enough history has been sampled. */
+function ready({ expected, minSamples }) {
+  if (Number(document.body.dataset.samples || 0) < minSamples) return false;
   const rows = [...document.querySelectorAll("#connectors tbody tr[data-connector]")];
   const names = new Set(rows.map((r) => r.dataset.connector));
   if (!expected.every((name) => names.has(name))) return false;
@@ -144,6 +149,7 @@ function describe() {
   );
   const banner = document.querySelector(".banner.show");
   return [
+    `history samples: ${document.body.dataset.samples || 0}`,
     `connectors table (${rows.length} rows):`,
     ...lines,
     banner ? `banner: ${banner.textContent.trim()}` : "",

@@ -61,6 +61,8 @@ pub struct TaskMetrics {
     pub bytes: AtomicU64,
     pub records_out: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Errors that stopped the task (counted by the runtime), plus any the connector
+    /// counts itself.
     pub errors: AtomicU64,
     pub dead_lettered: AtomicU64,
     /// How far the source is behind its system, in bytes (a replication slot's WAL
