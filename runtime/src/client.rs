@@ -393,20 +393,20 @@ fn offsets_table(name: &str, offsets: &Value) -> String {
     }
     let is_sink = entries.iter().all(|e| e["partition"]["kafka_topic"].is_string());
     if is_sink {
-        let mut rows: Vec<(String, u64, String)> = entries
-            .iter()
-            .map(|e| {
-                (
-                    text(&e["partition"]["kafka_topic"]),
-                    e["partition"]["kafka_partition"].as_u64().unwrap_or(0),
-                    text(&e["offset"]["kafka_offset"]),
-                )
-            })
-            .collect();
-        rows.sort();
-        let rows: Vec<Vec<String>> = rows
+        let mut sorted: Vec<&Value> = entries.iter().collect();
+        sorted.sort_by_key(|e| {
+            let partition = &e["partition"];
+            (text(&partition["kafka_topic"]), partition["kafka_partition"].as_u64())
+        });
+        let rows: Vec<Vec<String>> = sorted
             .into_iter()
-            .map(|(topic, partition, offset)| vec![topic, partition.to_string(), offset])
+            .map(|e| {
+                vec![
+                    text(&e["partition"]["kafka_topic"]),
+                    text(&e["partition"]["kafka_partition"]),
+                    text(&e["offset"]["kafka_offset"]),
+                ]
+            })
             .collect();
         render_table(
             &[

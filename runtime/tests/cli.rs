@@ -146,3 +146,45 @@ fn sighup_reloads_a_configuration_directory() {
         "the connector added by the reload ran: {topics}"
     );
 }
+
+#[test]
+fn secrets_never_reach_the_output_even_at_trace_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("p.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[worker]\ndata_dir = \"{}\"\n[worker.rest]\ntoken = \"${{TOKEN}}\"\n\n[[connector]]\nname = \"g\"\ntype = \"datagen\"\ntopic = \"t.{{table}}\"\nsettings = {{ count = 50 }}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let secret = "tok-5ecret-4711";
+    for args in [
+        vec!["validate"],
+        vec!["run", "--exit-when-done", "--rest-listen", "127.0.0.1:0"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .arg(&config)
+            .env("TOKEN", secret)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            all.len() > 50,
+            "{args:?} printed too little to be a meaningful check: {all}"
+        );
+        assert!(!all.contains(secret), "{args:?} printed the token:\n{all}");
+    }
+}

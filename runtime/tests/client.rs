@@ -12,7 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_plexus");
 
 #[test]
 fn the_commands_drive_a_running_worker() {
-    let worker = Worker::start();
+    let worker = Worker::start("");
     let url = worker.url.as_str();
     wait_for_state(url, "shop", "RUNNING");
     wait_for_state(url, "orders-out", "RUNNING");
@@ -181,6 +181,30 @@ fn a_worker_that_is_not_there_is_reported_with_what_to_do() {
 }
 
 #[test]
+fn a_worker_with_a_token_wants_it() {
+    let worker = Worker::start("token = \"s3cret\"");
+    let url = worker.url.as_str();
+    let without = plexus(&["status", "--url", url]);
+    assert_eq!(without.code, Some(1), "{without}");
+    assert_eq!(
+        without.stderr.trim(),
+        "plexus: the worker requires a token: set --token or PLEXUS_TOKEN",
+        "{without}"
+    );
+    let wrong = plexus(&["status", "--url", url, "--token", "guess"]);
+    assert_eq!(wrong.code, Some(1), "{wrong}");
+    assert!(wrong.stderr.contains("refused the token"), "{wrong}");
+    let by_flag = plexus(&["connectors", "list", "--url", url, "--token", "s3cret"]);
+    assert!(by_flag.ok(), "{by_flag}");
+    assert!(row(&by_flag.stdout, "shop").is_some(), "{by_flag}");
+    let mut by_env = Command::new(BIN);
+    by_env.args(["status", "--url", url]).env("PLEXUS_TOKEN", "s3cret");
+    let out = by_env.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("orders-out"));
+}
+
+#[test]
 fn help_documents_the_flags() {
     let help = plexus(&["connectors", "restart", "--help"]);
     assert!(help.ok(), "{help}");
@@ -208,13 +232,15 @@ struct Worker {
 }
 
 impl Worker {
-    fn start() -> Worker {
+    /// Starts `plexus run` on a datagen source and a discard sink; `rest` is the body of
+    /// a `[worker.rest]` table.
+    fn start(rest: &str) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("shop.toml");
         std::fs::write(
             &config,
             format!(
-                "[worker]\ndata_dir = \"{}\"\n\n\
+                "[worker]\ndata_dir = \"{}\"\n\n[worker.rest]\n{rest}\n\n\
                  [[connector]]\nname = \"shop\"\ntype = \"datagen\"\ntopic = \"shop.{{table}}\"\nsettings = {{ rate = 500 }}\n\n\
                  [[connector]]\nname = \"orders-out\"\ntype = \"discard\"\ntopics = [\"shop.orders\"]\n",
                 dir.path().join("data").display()
