@@ -61,7 +61,7 @@ enum Command {
         #[command(flatten)]
         api: client::ApiArgs,
     },
-    /// Read or reset a stopped connector's offsets.
+    /// Read a connector's offsets, or reset a stopped one's.
     Offsets {
         #[command(subcommand)]
         action: client::OffsetsAction,

@@ -606,9 +606,11 @@ impl Worker {
     }
 
     /// A connector's offsets: a sink's committed offsets per partition, or a source's
-    /// position. Only while it is STOPPED, so that what is read is what it resumes from.
+    /// position. Readable in any state (a running connector's move on as it works).
     pub async fn offsets(&self, name: &str) -> Result<Vec<OffsetEntry>, ControlError> {
-        let view = self.stopped(name, "read")?;
+        let view = self
+            .connector(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
         match view.kind {
             ConnectorKind::Sink => {
                 let mut out = Vec::new();
@@ -745,7 +747,7 @@ impl Worker {
             .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
         if view.state != TaskState::Stopped {
             return Err(ControlError::Conflict(format!(
-                "cannot {verb} the offsets of connector `{name}` while it is {}; stop it first (PUT /connectors/{name}/stop)",
+                "cannot {verb} the offsets of connector `{name}` while it is {}; stop it first (`plexus connectors stop {name}` or PUT /connectors/{name}/stop)",
                 view.state.as_str()
             )));
         }

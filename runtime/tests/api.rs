@@ -587,13 +587,18 @@ async fn offsets_change_only_while_stopped_and_move_sinks_and_sources() {
     })
     .await;
 
-    let (code, body) = api.get("/connectors/out/offsets").await;
+    let (code, running) = api.get("/connectors/out/offsets").await;
+    assert_eq!(code, StatusCode::OK, "offsets can be read at any time");
+    assert_eq!(running["offsets"][0]["offset"]["kafka_offset"], 300);
+    let (code, body) = api.call(Method::DELETE, "/connectors/out/offsets", None).await;
     assert_eq!(code, StatusCode::CONFLICT);
     assert_eq!(
         body["message"],
-        "cannot read the offsets of connector `out` while it is RUNNING; stop it first (PUT /connectors/out/stop)"
+        "cannot reset the offsets of connector `out` while it is RUNNING; stop it first (`plexus connectors stop out` or PUT /connectors/out/stop)"
     );
-    let (code, _) = api.call(Method::DELETE, "/connectors/out/offsets", None).await;
+    let patch =
+        json!({"offsets": [{"partition": {"kafka_topic": "shop.orders", "kafka_partition": 0}, "offset": null}]});
+    let (code, _) = api.call(Method::PATCH, "/connectors/out/offsets", Some(patch)).await;
     assert_eq!(code, StatusCode::CONFLICT);
 
     // A sink: committed offsets per partition; moved back, it reads again from there.

@@ -75,8 +75,10 @@ fn the_commands_drive_a_running_worker() {
     assert_eq!(resume.stdout.trim(), "resumed `orders-out`", "{resume}");
     wait_for_state(url, "orders-out", "RUNNING");
 
-    // Offsets can only be read while the connector is stopped.
-    let refused = plexus_at(url, &["offsets", "get", "orders-out"]);
+    // Offsets can be read at any time, but changed only while the connector is stopped.
+    let running = plexus_at(url, &["offsets", "get", "orders-out", "--json"]);
+    assert_eq!(running.code, Some(0), "{running}");
+    let refused = plexus_at(url, &["offsets", "reset", "orders-out"]);
     assert_eq!(refused.code, Some(1), "{refused}");
     assert!(refused.stderr.starts_with("plexus: "), "{refused}");
     // It says why (the state it is in) and what to do.
