@@ -201,6 +201,11 @@ impl Worker {
         &self.worker.data_dir
     }
 
+    /// How long a connector gets to stop cleanly.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.worker.shutdown_timeout
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }

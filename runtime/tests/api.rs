@@ -841,3 +841,48 @@ async fn api_changes_survive_restarts_and_the_most_recent_change_wins() {
     assert!(!data.join("connectors/out.deleted").exists());
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_body_never_arrives_ends_instead_of_hanging() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    // The limit is shutdown_timeout + 10 s.
+    let text = format!(
+        "[worker]\ndata_dir = \"{}\"\nshutdown_timeout = \"1s\"\n",
+        dir.path().display()
+    );
+    let registry = Registry::builtin();
+    let config = Config::load_str(&[("p.toml".into(), text)], &registry, &|_| None).unwrap();
+    let worker = Arc::new(Worker::start(&config, registry).await.unwrap());
+    let server = RestServer::start(Arc::clone(&worker), &config.worker.rest, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /connectors HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"na")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 30 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("the request did not complete within 11 s"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_secs(10), "it waited for the limit");
+    server.stop();
+    worker.shutdown().await.unwrap();
+}

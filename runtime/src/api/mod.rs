@@ -89,7 +89,23 @@ fn router(state: AppState, max_body: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), time_limit))
         .with_state(state)
+}
+
+/// No request runs unbounded: a client that never finishes its body, or an operation
+/// stuck behind a connector that does not stop, gets `503` instead of a hang.
+/// The limit leaves room for a connector's graceful stop (`shutdown_timeout`).
+async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.worker.shutdown_timeout() + std::time::Duration::from_secs(10);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the request did not complete within {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 fn read_token(config: &RestConfig) -> anyhow::Result<Option<String>> {
