@@ -1,0 +1,10 @@
+//! `plexus-tests`: real servers for end-to-end tests, started on loopback in temporary
+//! directories on free ports, and stopped when the test ends (also when it panics).
+//!
+//! Servers come from Debian's packages, installed by `scripts/setup-postgres` (which
+//! `scripts/test` runs): a missing server is an error that says what to run, never a
+//! skipped test.
+
+pub mod postgres;
+
+pub use postgres::{PostgresError, TempPostgres};
