@@ -38,18 +38,7 @@ impl Backpressure {
             if self.status.get(sink).is_some_and(|s| s.state == TaskState::Failed) {
                 continue;
             }
-            let mut lag = 0u64;
-            for name in topics.iter().filter(|t| covers(template, t)) {
-                let Some(topic) = self.log.topic(name) else { continue };
-                for p in topic.partitions() {
-                    let committed = self
-                        .log
-                        .groups()
-                        .committed(sink, name, p.id())
-                        .map_or_else(|| p.start_offset(), |c| c.offset);
-                    lag += (p.end_offset() - committed).max(0) as u64;
-                }
-            }
+            let lag = crate::lag::sink_lag(&self.log, sink, topics.iter().filter(|t| covers(template, t)));
             worst = worst.max(lag);
         }
         worst

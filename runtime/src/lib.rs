@@ -10,6 +10,7 @@ pub mod api;
 mod backpressure;
 mod dead_letter;
 mod discard;
+pub mod lag;
 pub mod metrics;
 mod positions;
 mod registry;

@@ -267,7 +267,10 @@ async fn run(
                     let parts: Vec<String> = now.iter().map(|(name, total)| {
                         let before = last.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
                         let state = worker.connector(name).map_or("?", |c| c.state.as_str());
-                        let lag = worker.connector(name).and_then(|c| sink_lag(&worker, &c.config));
+                        let lag = worker
+                            .connector(name)
+                            .filter(|c| c.kind == ConnectorKind::Sink)
+                            .map(|c| plexus_runtime::lag::sink_lag(worker.log(), &c.name, &c.topics));
                         let lag = lag.map_or(String::new(), |l| format!(", lag {l}"));
                         format!("{name} {state} {:.0} rec/s ({total} total{lag})", (total - before) as f64 / secs)
                     }).collect();
@@ -304,25 +307,6 @@ async fn run(
     }
 }
 
-/// Records a sink has not committed yet, over all partitions of its topics.
-fn sink_lag(worker: &Worker, c: &plexus_config::ConnectorConfig) -> Option<i64> {
-    if c.kind != ConnectorKind::Sink {
-        return None;
-    }
-    let mut lag = 0;
-    for t in &c.topics {
-        for p in worker.log().topic(t)?.partitions() {
-            let committed = worker
-                .log()
-                .groups()
-                .committed(&c.name, t, p.id())
-                .map_or(0, |o| o.offset);
-            lag += (p.end_offset() - committed).max(0);
-        }
-    }
-    Some(lag)
-}
-
 /// Every source finished (or failed, or was stopped) and every running sink committed
 /// up to the end of its topics.
 fn done(worker: &Worker) -> bool {
@@ -330,18 +314,8 @@ fn done(worker: &Worker) -> bool {
         ConnectorKind::Source => matches!(c.state, TaskState::Finished | TaskState::Failed | TaskState::Stopped),
         ConnectorKind::Sink => {
             matches!(c.state, TaskState::Failed | TaskState::Stopped)
-                || c.topics.iter().all(|t| {
-                    worker.log().topic(t).is_some_and(|topic| {
-                        topic.partitions().iter().all(|p| {
-                            let committed = worker
-                                .log()
-                                .groups()
-                                .committed(&c.name, t, p.id())
-                                .map_or(0, |o| o.offset);
-                            committed >= p.end_offset()
-                        })
-                    })
-                })
+                || (c.topics.iter().all(|t| worker.log().topic(t).is_some())
+                    && plexus_runtime::lag::sink_lag(worker.log(), &c.name, &c.topics) == 0)
         }
     })
 }

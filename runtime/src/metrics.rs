@@ -102,15 +102,12 @@ impl Scrape {
             if view.kind == ConnectorKind::Sink {
                 for topic in view.topics.iter().filter_map(|name| log.topic(name)) {
                     for partition in topic.partitions() {
-                        let committed = log
-                            .groups()
-                            .committed(&view.name, topic.name(), partition.id())
-                            .map_or_else(|| partition.start_offset(), |c| c.offset);
+                        let records = crate::lag::partition_lag(log, &view.name, topic.name(), partition);
                         scrape.sink_lags.push(SinkLag {
                             connector: view.name.clone(),
                             topic: topic.name().to_owned(),
                             partition: partition.id().to_string(),
-                            records: (partition.end_offset() - committed).max(0),
+                            records: i64::try_from(records).unwrap_or(i64::MAX),
                         });
                     }
                 }

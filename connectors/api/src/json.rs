@@ -44,9 +44,76 @@ pub fn push_string(out: &mut impl BufMut, text: &str) {
     out.put_u8(b'"');
 }
 
+/// Appends milliseconds since the Unix epoch as an ISO-8601 / RFC 3339 UTC time with
+/// milliseconds, without quotes: `2026-11-22T13:04:05.123Z`.
+pub fn push_utc_millis(out: &mut impl BufMut, unix_ms: u64) {
+    let (year, month, day) = civil_from_days(unix_ms / 86_400_000);
+    let ms_of_day = unix_ms % 86_400_000;
+    push_padded(out, year, 4);
+    out.put_u8(b'-');
+    push_padded(out, month, 2);
+    out.put_u8(b'-');
+    push_padded(out, day, 2);
+    out.put_u8(b'T');
+    push_padded(out, ms_of_day / 3_600_000, 2);
+    out.put_u8(b':');
+    push_padded(out, ms_of_day / 60_000 % 60, 2);
+    out.put_u8(b':');
+    push_padded(out, ms_of_day / 1000 % 60, 2);
+    out.put_u8(b'.');
+    push_padded(out, ms_of_day % 1000, 3);
+    out.put_u8(b'Z');
+}
+
+/// Appends `value` in decimal with at least `width` digits, zero-padded.
+fn push_padded(out: &mut impl BufMut, value: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for _ in digits.len() - at..width {
+        out.put_u8(b'0');
+    }
+    out.put_slice(&digits[at..]);
+}
+
+/// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's algorithm,
+/// restricted to dates after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_times_have_milliseconds() {
+        let text = |ms| {
+            let mut out = Vec::new();
+            push_utc_millis(&mut out, ms);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(text(1_795_352_645_123), "2026-11-22T13:04:05.123Z");
+        assert_eq!(text(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
 
     #[test]
     fn escapes_what_json_requires() {

@@ -55,39 +55,9 @@ pub(crate) fn push_cents(buf: &mut BytesMut, cents: u64) {
 /// Appends milliseconds since the Unix epoch as a quoted ISO-8601 UTC timestamp with
 /// milliseconds: `"2026-11-22T13:04:05.123Z"`.
 pub(crate) fn push_timestamp(buf: &mut BytesMut, unix_ms: u64) {
-    let days = unix_ms / 86_400_000;
-    let ms_of_day = unix_ms % 86_400_000;
-    let (year, month, day) = civil_from_days(days);
     buf.extend_from_slice(b"\"");
-    push_u64_padded(buf, year, 4);
-    buf.extend_from_slice(b"-");
-    push_u64_padded(buf, month, 2);
-    buf.extend_from_slice(b"-");
-    push_u64_padded(buf, day, 2);
-    buf.extend_from_slice(b"T");
-    push_u64_padded(buf, ms_of_day / 3_600_000, 2);
-    buf.extend_from_slice(b":");
-    push_u64_padded(buf, ms_of_day / 60_000 % 60, 2);
-    buf.extend_from_slice(b":");
-    push_u64_padded(buf, ms_of_day / 1000 % 60, 2);
-    buf.extend_from_slice(b".");
-    push_u64_padded(buf, ms_of_day % 1000, 3);
-    buf.extend_from_slice(b"Z\"");
-}
-
-/// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's algorithm,
-/// restricted to dates after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    plexus_connector::json::push_utc_millis(buf, unix_ms);
+    buf.extend_from_slice(b"\"");
 }
 
 #[cfg(test)]

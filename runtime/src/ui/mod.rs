@@ -122,7 +122,7 @@ impl Sample {
         for view in worker.connectors() {
             let metrics = &view.metrics;
             let lag = match view.kind {
-                ConnectorKind::Sink => Some(view.topics.iter().map(|topic| sink_lag(log, &view.name, topic)).sum()),
+                ConnectorKind::Sink => Some(crate::lag::sink_lag(log, &view.name, &view.topics)),
                 ConnectorKind::Source => u64::try_from(metrics.source_lag_bytes.load(Relaxed)).ok(),
             };
             let sample = ConnectorSample {
@@ -188,23 +188,6 @@ async fn sample_every(worker: Weak<Worker>, history: Weak<Inner>, interval: Dura
         drop(worker);
         History { inner }.push(sample);
     }
-}
-
-/// Records of `topic` the sink `group` has not committed yet, over all partitions; a
-/// partition without a commit counts from its start.
-fn sink_lag(log: &plexus_log::Log, group: &str, topic: &str) -> u64 {
-    let Some(found) = log.topic(topic) else { return 0 };
-    found
-        .partitions()
-        .iter()
-        .map(|partition| {
-            let committed = log
-                .groups()
-                .committed(group, topic, partition.id())
-                .map_or(partition.start_offset(), |c| c.offset);
-            offsets_between(committed, partition.end_offset())
-        })
-        .sum()
 }
 
 /// `end - start`, floored at 0.
