@@ -59,6 +59,9 @@ struct ConnectorSample {
     /// `None` when the source cannot tell (and for sinks).
     source_lag_bytes: Option<i64>,
     source_lag_ms: Option<i64>,
+    /// Rows read by a snapshot and the rows it expects; `None` without a snapshot.
+    snapshot_rows: Option<i64>,
+    snapshot_rows_total: Option<i64>,
     batch: HistogramSnapshot,
 }
 
@@ -125,6 +128,8 @@ impl Scrape {
                 dead_lettered: metrics.dead_lettered.load(Relaxed),
                 source_lag_bytes: known(metrics.source_lag_bytes.load(Relaxed)),
                 source_lag_ms: known(metrics.source_lag_ms.load(Relaxed)),
+                snapshot_rows: known(metrics.snapshot_rows.load(Relaxed)),
+                snapshot_rows_total: known(metrics.snapshot_rows_total.load(Relaxed)),
                 batch: view.batch_latency.snapshot(),
                 name: view.name,
             });
@@ -364,6 +369,24 @@ impl Scrape {
             connectors
                 .iter()
                 .filter_map(|c| Some((c.labels(), ConstGauge::new(c.source_lag_ms? as f64 / 1000.0)))),
+        )?;
+        family(
+            e,
+            "snapshot_rows",
+            "Rows a source's snapshot has read so far.",
+            None,
+            connectors
+                .iter()
+                .filter_map(|c| Some((c.labels(), ConstGauge::new(c.snapshot_rows?)))),
+        )?;
+        family(
+            e,
+            "snapshot_rows_expected",
+            "Rows a source's snapshot expects to read in all (the planner's estimate, or the rows read when more).",
+            None,
+            connectors
+                .iter()
+                .filter_map(|c| Some((c.labels(), ConstGauge::new(c.snapshot_rows_total?)))),
         )
     }
 
@@ -510,6 +533,8 @@ mod tests {
             dead_lettered: 1,
             source_lag_bytes: None,
             source_lag_ms: None,
+            snapshot_rows: None,
+            snapshot_rows_total: None,
             batch: LatencyHistogram::default().snapshot(),
         }
     }

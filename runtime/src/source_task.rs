@@ -27,11 +27,13 @@ pub use crate::positions::POSITIONS_TOPIC;
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<TaskEnd, ConnectorError> {
-    let ctx = SourceContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone());
     let markers = crate::positions::partition(&env.log).await?;
     let producer = crate::positions::producer(&markers, &env.connector.name);
     let resume = crate::positions::resume_position(&markers, &env.connector.name);
-    tracing::info!(connector = %env.connector.name, resume = ?resume, "Source starting.");
+    let boundaries = replay_boundaries(&env.log, producer, resume.as_ref());
+    tracing::info!(connector = %env.connector.name, resume = ?resume, replay_boundaries = boundaries.len(), "Source starting.");
+    let ctx = SourceContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone())
+        .with_replay_boundaries(boundaries);
     source.start(&ctx, resume).await?;
 
     let mut writer = BatchWriter {
@@ -101,6 +103,25 @@ pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<Ta
     source.stop().await?;
     tracing::info!(connector = %env.connector.name, end = ?end, "Source stopped.");
     Ok(end)
+}
+
+/// The positions after `resume` that some partition holds from `producer`: batches a
+/// crash interrupted after some of their appends (see
+/// [`SourceContext::replay_boundaries`]).
+fn replay_boundaries(log: &plexus_log::Log, producer: ProducerId, resume: Option<&Position>) -> Vec<Position> {
+    let mut boundaries = Vec::new();
+    for name in log.topic_names() {
+        let Some(topic) = log.topic(&name) else { continue };
+        for partition in topic.partitions() {
+            if let Some(entry) = partition.producer_position(producer) {
+                let position = Position::from_bytes(entry.position.as_bytes().clone());
+                if resume.is_none_or(|resume| position > *resume) {
+                    boundaries.push(position);
+                }
+            }
+        }
+    }
+    boundaries
 }
 
 /// Splits batches by partition and appends them with their position.
@@ -195,6 +216,14 @@ impl BatchWriter {
         if let Some(topic) = self.topics.get(name) {
             return Ok(Arc::clone(topic));
         }
+        // Internal topics (`__schemas`) keep the newest record per key, whatever the
+        // default topic settings say.
+        if name.starts_with("__") && env.log.topic(name).is_none() {
+            match env.log.create_topic(name, plexus_log::TopicConfig::compacted()).await {
+                Ok(_) | Err(LogError::TopicExists(_)) => {}
+                Err(e) => return Err(log_error(e)),
+            }
+        }
         env.log.partition(name, 0).await.map_err(|e| match e {
             LogError::UnknownTopic(_) => ConnectorError::fatal(format!(
                 "topic `{name}` does not exist and the worker does not create topics (`auto_create_topics = false`); create it with `plexus topics create {name}`"
@@ -212,9 +241,12 @@ impl BatchWriter {
 
 /// The topic of a record: the connector's `topic` with `{table}` replaced by the
 /// record's table (or, for a record without one, by the connector's name). A `topic`
-/// without `{table}` takes every record.
+/// without `{table}` takes every record. A record naming an internal topic (`__schemas`)
+/// goes there as named.
 fn topic_for(template: &str, table: Option<&str>, connector: &str) -> String {
-    if template.contains(TABLE_PLACEHOLDER) {
+    if let Some(internal) = table.filter(|t| t.starts_with("__")) {
+        internal.to_owned()
+    } else if template.contains(TABLE_PLACEHOLDER) {
         template.replace(TABLE_PLACEHOLDER, table.unwrap_or(connector))
     } else {
         template.to_owned()
@@ -242,6 +274,7 @@ mod tests {
         assert_eq!(topic_for("shop.{table}", Some("orders"), "gen"), "shop.orders");
         assert_eq!(topic_for("shop.{table}", None, "gen"), "shop.gen");
         assert_eq!(topic_for("everything", Some("orders"), "gen"), "everything");
+        assert_eq!(topic_for("shop.{table}", Some("__schemas"), "gen"), "__schemas");
     }
 
     #[test]

@@ -120,6 +120,48 @@ impl TempPostgres {
         Ok(cluster)
     }
 
+    /// Like [`TempPostgres::start_with`], with TLS on: `cert_pem` (the server certificate,
+    /// then any intermediates) and `key_pem` (its private key) are written into the
+    /// cluster's directory, the key readable by the server's user only (PostgreSQL refuses
+    /// it otherwise), and the server restarts with `ssl = on` using them, so that a bad
+    /// certificate or key fails here, with the server's log.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str, settings: &[&str]) -> Result<TempPostgres, PostgresError> {
+        use std::os::unix::fs::PermissionsExt;
+
+        let cluster = Self::start_with(settings)?;
+        let cert = cluster.dir.path().join("server.crt");
+        let key = cluster.dir.path().join("server.key");
+        std::fs::write(&cert, cert_pem)?;
+        std::fs::write(&key, key_pem)?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        if let Some(owner) = cluster.owner {
+            run(
+                "chown the TLS certificate and key",
+                Command::new("chown").arg(owner).arg(&cert).arg(&key),
+            )?;
+        }
+        let conf = cluster.data_dir().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)?;
+        text.push_str(&format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            cert.display(),
+            key.display()
+        ));
+        std::fs::write(&conf, text)?;
+        cluster.server_command(
+            "pg_ctl restart with ssl = on",
+            cluster
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(cluster.data_dir())
+                .arg("-l")
+                .arg(cluster.log_path())
+                .args(["-w", "-t", "60", "-m", "fast", "restart"]),
+        )?;
+        cluster.wait_ready(Duration::from_secs(60))?;
+        Ok(cluster)
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use std::sync::Mutex;
 
 use crate::error::ConnectorError;
+use crate::record::Position;
 
 /// A record that could not be processed, with why and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,10 @@ pub struct TaskMetrics {
     /// How far behind, in milliseconds (commit time of the newest change seen versus
     /// now); `-1` when unknown.
     pub source_lag_ms: AtomicI64,
+    /// Rows a snapshot has read so far; `-1` when the source takes no snapshot.
+    pub snapshot_rows: AtomicI64,
+    /// The rows the snapshot expects to read in all (an estimate); `-1` when unknown.
+    pub snapshot_rows_total: AtomicI64,
 }
 
 impl Default for TaskMetrics {
@@ -84,6 +89,8 @@ impl Default for TaskMetrics {
             dead_lettered: AtomicU64::new(0),
             source_lag_bytes: AtomicI64::new(-1),
             source_lag_ms: AtomicI64::new(-1),
+            snapshot_rows: AtomicI64::new(-1),
+            snapshot_rows_total: AtomicI64::new(-1),
         }
     }
 }
@@ -116,6 +123,7 @@ struct TaskContext {
     task: u32,
     metrics: Arc<TaskMetrics>,
     dead_letters: Arc<dyn DeadLetters>,
+    replay_boundaries: Arc<[Position]>,
 }
 
 impl TaskContext {
@@ -150,7 +158,13 @@ macro_rules! task_context {
                 metrics: Arc<TaskMetrics>,
                 dead_letters: Arc<dyn DeadLetters>,
             ) -> Self {
-                $name(TaskContext { name: name.into(), task, metrics, dead_letters })
+                $name(TaskContext {
+                    name: name.into(),
+                    task,
+                    metrics,
+                    dead_letters,
+                    replay_boundaries: Arc::from([]),
+                })
             }
 
             /// The connector's name.
@@ -181,6 +195,30 @@ task_context!(
     /// What a source task gets from the runtime.
     SourceContext
 );
+
+impl SourceContext {
+    /// Sets the replay boundaries (see [`SourceContext::replay_boundaries`]).
+    pub fn with_replay_boundaries(mut self, mut boundaries: Vec<Position>) -> Self {
+        boundaries.sort();
+        boundaries.dedup();
+        self.0.replay_boundaries = boundaries.into();
+        self
+    }
+
+    /// Positions after the resume position that parts of the log already hold: the
+    /// ends of batches written before a crash to some partitions but not yet to all.
+    ///
+    /// A source that re-emits that range must not let a batch straddle a boundary:
+    /// each batch's records must all be at or before it, or all after it, in the
+    /// source's own order (a boundary is refused as a whole by the partitions that
+    /// hold it and written whole by the others). Ending a batch exactly at a boundary,
+    /// with that very position, is the simple way. Sources whose batches are cut the
+    /// same way on every run (a byte offset per fixed-size block, say) can ignore
+    /// this. Sorted, without duplicates; empty on a clean start.
+    pub fn replay_boundaries(&self) -> &[Position] {
+        &self.0.replay_boundaries
+    }
+}
 task_context!(
     /// What a sink task gets from the runtime.
     SinkContext

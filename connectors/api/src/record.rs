@@ -27,7 +27,8 @@ pub struct SourceRecord {
     /// The table (or stream) the record belongs to, for sources that read several.
     /// The connector's `topic` is a template: `{table}` in it is replaced by this
     /// (`topic = "shop.{table}"` gives `shop.orders`, `shop.customers`, ...); a `topic`
-    /// without `{table}` takes every record of the connector.
+    /// without `{table}` takes every record of the connector. A name starting with `__`
+    /// is an internal topic (`__schemas`), written as named.
     pub topic: Option<String>,
 }
 

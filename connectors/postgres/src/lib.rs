@@ -35,9 +35,13 @@
 //! # Ok::<(), plexus_connector_postgres::DecodeError>(())
 //! ```
 
+pub mod client;
 mod error;
 pub mod pgoutput;
 mod reader;
 pub mod replication;
+mod source;
+pub mod types;
 
 pub use error::DecodeError;
+pub use source::{CdcConfig, PostgresCdcFactory, SCHEMA_HEADER, SCHEMAS_TOPIC, SnapshotMode, TableName};

@@ -1,0 +1,684 @@
+//! Streaming: pgoutput messages become change records, in commit order, each exactly
+//! once, with the slot acknowledged only behind what the log holds.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plexus_connector::{ConnectorError, DeadLetter, Position, SourceContext, SourceRecord};
+use sqlx::postgres::PgConnection;
+
+use crate::pgoutput::{ColumnValue, Decoder, Message, OldTuple, Relation, Tuple};
+use crate::replication::{Lsn, ReplicationMessage};
+use crate::source::catalog::{self, TypeCache};
+use crate::source::config::{CdcConfig, TableName};
+use crate::source::envelope::{self, Cell, Change, Op, SourceInfo};
+use crate::source::position::CdcPosition;
+use crate::source::spill::{Changes, StreamedTx};
+use crate::source::table::{Column, SCHEMAS_TOPIC, TableInfo};
+use crate::source::wal::WalStream;
+use crate::source::{client_error, now_ms};
+
+/// A stream position: the commit LSN and the record's ordinal in its transaction.
+type StreamPos = (Lsn, u64);
+
+/// How long an empty poll waits for a message before reporting idle.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// How often slot lag is measured (and a heartbeat written, if due).
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
+
+pub struct Streamer {
+    config: Arc<CdcConfig>,
+    connector: String,
+    wal: WalStream,
+    decoder: Decoder,
+    conn: PgConnection,
+    types: TypeCache,
+    relations: HashMap<u32, Arc<TableInfo>>,
+    schemas: HashMap<Arc<str>, Arc<TableInfo>>,
+    registered: HashSet<Arc<str>>,
+    open: Option<OpenTx>,
+    /// The top-level transaction of the streamed block being received.
+    block: Option<u32>,
+    streamed: HashMap<u32, StreamedTx>,
+    draining: Option<Draining>,
+    /// Records at or before this are in the log already.
+    resume: Option<StreamPos>,
+    boundaries: VecDeque<StreamPos>,
+    batch: Vec<SourceRecord>,
+    batch_changes: usize,
+    batch_last: Option<StreamPos>,
+    carry: VecDeque<Pending>,
+    /// The end of the last transaction whose records are all in batches handed out.
+    tx_done_end: Lsn,
+    /// Batches handed out and the slot position that is safe once each is durable.
+    acks: VecDeque<(Position, Lsn)>,
+    /// The server's progress from keepalives and heartbeats: safe to acknowledge when
+    /// nothing is in flight.
+    quiet_end: Lsn,
+    last_housekeeping: Instant,
+    last_heartbeat: Instant,
+    last_lag_warning: Option<Instant>,
+}
+
+struct OpenTx {
+    xid: u32,
+    commit_lsn: Lsn,
+    commit_ms: i64,
+    ordinal: u64,
+    events: u64,
+    tables: BTreeMap<String, u64>,
+}
+
+struct Draining {
+    changes: Changes,
+    tx: OpenTx,
+    end_lsn: Lsn,
+}
+
+struct Pending {
+    pos: StreamPos,
+    record: SourceRecord,
+    table: Option<Arc<TableInfo>>,
+}
+
+enum Placed {
+    Added { full: bool },
+    Skipped,
+    Cut(Pending),
+}
+
+impl std::fmt::Debug for Streamer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamer")
+            .field("connector", &self.connector)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Streamer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<CdcConfig>,
+        connector: String,
+        wal: WalStream,
+        conn: PgConnection,
+        resume: Option<StreamPos>,
+        boundaries: Vec<StreamPos>,
+        acknowledged: Lsn,
+    ) -> Streamer {
+        Streamer {
+            config,
+            connector,
+            wal,
+            decoder: Decoder::new(),
+            conn,
+            types: TypeCache::default(),
+            relations: HashMap::new(),
+            schemas: HashMap::new(),
+            registered: HashSet::new(),
+            open: None,
+            block: None,
+            streamed: HashMap::new(),
+            draining: None,
+            resume,
+            boundaries: boundaries.into(),
+            batch: Vec::new(),
+            batch_changes: 0,
+            batch_last: None,
+            carry: VecDeque::new(),
+            tx_done_end: acknowledged,
+            acks: VecDeque::new(),
+            quiet_end: acknowledged,
+            last_housekeeping: Instant::now(),
+            last_heartbeat: Instant::now(),
+            last_lag_warning: None,
+        }
+    }
+
+    /// The next batch of records and its position, or `None` when nothing came.
+    pub async fn next_batch(
+        &mut self,
+        ctx: &SourceContext,
+    ) -> Result<Option<(Vec<SourceRecord>, Position)>, ConnectorError> {
+        let mut ready = false;
+        while let Some(pending) = self.carry.pop_front() {
+            match self.place(pending) {
+                Placed::Cut(pending) => {
+                    self.carry.push_front(pending);
+                    ready = true;
+                    break;
+                }
+                Placed::Added { full } => ready |= full,
+                Placed::Skipped => {}
+            }
+        }
+        while !ready {
+            if self.draining.is_some() {
+                ready = self.drain_one(ctx)?;
+                continue;
+            }
+            let message = if self.batch.is_empty() {
+                match tokio::time::timeout(IDLE_WAIT, self.wal.recv()).await {
+                    Ok(message) => message,
+                    Err(_) => break,
+                }
+            } else {
+                // Hand out what we have as soon as the server has nothing more ready:
+                // batches grow with the load, latency stays low when it is light.
+                match self.wal.try_recv() {
+                    Some(message) => Some(message),
+                    None => break,
+                }
+            };
+            let payload = match message {
+                Some(Ok(payload)) => payload,
+                Some(Err(e)) => return Err(client_error("reading the replication stream", e)),
+                None => return Err(ConnectorError::retriable("the replication stream ended")),
+            };
+            ready = self.handle(ctx, payload).await?;
+        }
+        self.housekeeping(ctx).await?;
+        if self.batch.is_empty() {
+            self.acknowledge_if_idle();
+            return Ok(None);
+        }
+        let Some(last) = self.batch_last else { return Ok(None) };
+        let position = CdcPosition::Stream {
+            commit_lsn: last.0,
+            ordinal: last.1,
+        }
+        .encode();
+        self.acks.push_back((position.clone(), self.tx_done_end));
+        self.batch_changes = 0;
+        self.batch_last = None;
+        Ok(Some((std::mem::take(&mut self.batch), position)))
+    }
+
+    /// Everything up to `position` is durable in the log.
+    pub fn commit(&mut self, position: &Position) {
+        let mut safe = None;
+        while let Some((p, lsn)) = self.acks.front() {
+            if p > position {
+                break;
+            }
+            safe = Some(*lsn);
+            self.acks.pop_front();
+        }
+        if let Some(lsn) = safe {
+            self.wal.acknowledge(lsn);
+        }
+    }
+
+    pub async fn close(self) {
+        let Streamer {
+            wal, conn, streamed, ..
+        } = self;
+        for (_, tx) in streamed {
+            tx.discard();
+        }
+        wal.close().await;
+        let _ = sqlx::Connection::close(conn).await;
+    }
+
+    fn acknowledge_if_idle(&mut self) {
+        if !self.acks.is_empty() || !self.carry.is_empty() {
+            return;
+        }
+        let mut safe = self.tx_done_end;
+        if self.open.is_none() && self.streamed.is_empty() && self.draining.is_none() {
+            safe = safe.max(self.quiet_end);
+        }
+        self.wal.acknowledge(safe);
+    }
+
+    async fn housekeeping(&mut self, ctx: &SourceContext) -> Result<(), ConnectorError> {
+        if self.last_housekeeping.elapsed() < HOUSEKEEPING {
+            return Ok(());
+        }
+        self.last_housekeeping = Instant::now();
+        let heartbeat = self.config.heartbeat_interval;
+        if !heartbeat.is_zero() && self.last_heartbeat.elapsed() >= heartbeat {
+            self.last_heartbeat = Instant::now();
+            catalog::emit_heartbeat(&mut self.conn).await?;
+        }
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.config.slot)
+        .fetch_optional(&mut self.conn)
+        .await
+        .map_err(|e| catalog::sql_error("measuring the slot's lag", e))?;
+        let bytes = row.and_then(|r| r.0).map(|b| b.max(0) as u64);
+        let caught_up = self.acks.is_empty() && self.open.is_none() && self.draining.is_none();
+        let lag_ms = if caught_up { Some(0) } else { None };
+        let previous_ms = ctx.metrics().source_lag_ms.load(std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics()
+            .set_source_lag(bytes, lag_ms.or((previous_ms >= 0).then_some(previous_ms as u64)));
+        if let Some(bytes) = bytes
+            && bytes > self.config.lag_warn_bytes
+            && self
+                .last_lag_warning
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            self.last_lag_warning = Some(Instant::now());
+            tracing::warn!(
+                connector = %self.connector,
+                slot = %self.config.slot,
+                lag_bytes = bytes,
+                threshold = self.config.lag_warn_bytes,
+                "The replication slot holds more WAL than `slot_lag_warn`: the source is behind, or its log is stalled; the server keeps this WAL on disk until plexus catches up."
+            );
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, ctx: &SourceContext, payload: Bytes) -> Result<bool, ConnectorError> {
+        let message = ReplicationMessage::decode(payload).map_err(decode_error)?;
+        let data = match message {
+            ReplicationMessage::PrimaryKeepalive(keepalive) => {
+                self.quiet_end = self.quiet_end.max(keepalive.wal_end);
+                return Ok(false);
+            }
+            ReplicationMessage::XLogData(data) => data,
+        };
+        let lsn = data.wal_start;
+        match self.decoder.decode(data.data).map_err(decode_error)? {
+            Message::Begin(begin) => {
+                let mut tx = OpenTx {
+                    xid: begin.xid,
+                    commit_lsn: begin.final_lsn,
+                    commit_ms: begin.commit_time.to_unix_millis(),
+                    ordinal: 0,
+                    events: 0,
+                    tables: BTreeMap::new(),
+                };
+                let full = self.transaction_event(&mut tx, "BEGIN");
+                self.open = Some(tx);
+                Ok(full)
+            }
+            Message::Commit(commit) => {
+                let Some(mut tx) = self.open.take() else {
+                    return Err(protocol("a Commit without its Begin"));
+                };
+                let full = self.transaction_event(&mut tx, "END");
+                self.tx_done_end = self.tx_done_end.max(commit.end_lsn);
+                let lag = (now_ms() - tx.commit_ms).max(0) as u64;
+                ctx.metrics()
+                    .source_lag_ms
+                    .store(lag as i64, std::sync::atomic::Ordering::Relaxed);
+                Ok(full)
+            }
+            Message::Relation(relation) => {
+                self.relation(relation).await?;
+                Ok(false)
+            }
+            Message::Type(_) | Message::Origin(_) => Ok(false),
+            Message::LogicalMessage(message) => {
+                if !message.transactional {
+                    self.quiet_end = self.quiet_end.max(message.lsn);
+                }
+                Ok(false)
+            }
+            Message::Insert(insert) => {
+                let table = self.table(insert.relation)?;
+                let new = cells(&insert.new);
+                let change = envelope::change(&table, Op::Create, None, Some(&new), lsn.0, insert.xid.unwrap_or(0));
+                self.change(ctx, change, insert.xid.is_some(), &table, lsn)
+            }
+            Message::Update(update) => {
+                let table = self.table(update.relation)?;
+                let new = cells(&update.new);
+                let old = update.old.as_ref().map(|o| cells(o.tuple()));
+                let change = envelope::change(
+                    &table,
+                    Op::Update,
+                    old.as_deref(),
+                    Some(&new),
+                    lsn.0,
+                    update.xid.unwrap_or(0),
+                );
+                self.change(ctx, change, update.xid.is_some(), &table, lsn)
+            }
+            Message::Delete(delete) => {
+                let table = self.table(delete.relation)?;
+                let old = cells(delete.old.tuple());
+                let before = match &delete.old {
+                    OldTuple::Full(_) | OldTuple::Key(_) => Some(old.as_slice()),
+                };
+                let change = envelope::change(&table, Op::Delete, before, None, lsn.0, delete.xid.unwrap_or(0));
+                self.change(ctx, change, delete.xid.is_some(), &table, lsn)
+            }
+            Message::Truncate(truncate) => {
+                let mut full = false;
+                for relation in &truncate.relations {
+                    let table = self.table(*relation)?;
+                    let change = envelope::change(&table, Op::Truncate, None, None, lsn.0, truncate.xid.unwrap_or(0));
+                    full |= self.change(ctx, change, truncate.xid.is_some(), &table, lsn)?;
+                }
+                Ok(full)
+            }
+            Message::StreamStart(start) => {
+                self.block = Some(start.xid);
+                let dir = self.config.spill_dir.clone();
+                let name = format!("{}-{}", sanitize(&self.connector), start.xid);
+                let threshold = self.config.spill_threshold;
+                self.streamed
+                    .entry(start.xid)
+                    .or_insert_with(|| StreamedTx::new(&dir, name, threshold));
+                Ok(false)
+            }
+            Message::StreamStop => {
+                self.block = None;
+                Ok(false)
+            }
+            Message::StreamAbort(abort) => {
+                if abort.xid == abort.subxid {
+                    if let Some(tx) = self.streamed.remove(&abort.xid) {
+                        tx.discard();
+                    }
+                } else if let Some(tx) = self.streamed.get_mut(&abort.xid) {
+                    tx.abort_subtransaction(abort.subxid);
+                }
+                Ok(false)
+            }
+            Message::StreamCommit(commit) => {
+                let Some(buffered) = self.streamed.remove(&commit.xid) else {
+                    return Err(protocol("a Stream Commit of a transaction that was never streamed"));
+                };
+                let changes = buffered.into_changes(&self.schemas)?;
+                let mut tx = OpenTx {
+                    xid: commit.xid,
+                    commit_lsn: commit.commit_lsn,
+                    commit_ms: commit.commit_time.to_unix_millis(),
+                    ordinal: 0,
+                    events: 0,
+                    tables: BTreeMap::new(),
+                };
+                let full = self.transaction_event(&mut tx, "BEGIN");
+                self.draining = Some(Draining {
+                    changes,
+                    tx,
+                    end_lsn: commit.end_lsn,
+                });
+                Ok(full)
+            }
+        }
+    }
+
+    /// A change: buffered if its transaction is still in progress (streamed), written
+    /// otherwise. A value that cannot be converted goes to the dead letters.
+    fn change(
+        &mut self,
+        ctx: &SourceContext,
+        change: Result<Change, crate::types::ValueError>,
+        streamed: bool,
+        table: &Arc<TableInfo>,
+        lsn: Lsn,
+    ) -> Result<bool, ConnectorError> {
+        let change = match change {
+            Ok(change) => change,
+            Err(e) => {
+                ctx.dead_letter(DeadLetter {
+                    key: None,
+                    payload: None,
+                    reason: format!("a change of {} could not be converted: {e}", table.qualified),
+                    origin: format!("{}@{lsn}", table.qualified),
+                })?;
+                return Ok(false);
+            }
+        };
+        if streamed {
+            let xid = self
+                .block
+                .ok_or_else(|| protocol("a streamed change outside a stream block"))?;
+            let tx = self
+                .streamed
+                .get_mut(&xid)
+                .ok_or_else(|| protocol("a streamed change of an unknown transaction"))?;
+            tx.push(change)?;
+            return Ok(false);
+        }
+        let mut tx = self
+            .open
+            .take()
+            .ok_or_else(|| protocol("a change outside a transaction"))?;
+        let full = self.write(&mut tx, change);
+        self.open = Some(tx);
+        Ok(full)
+    }
+
+    /// Writes one committed change (and its tombstone) at the transaction's next
+    /// ordinals.
+    fn write(&mut self, tx: &mut OpenTx, change: Change) -> bool {
+        tx.ordinal += 1;
+        tx.events += 1;
+        *tx.tables.entry(change.table.qualified.clone()).or_default() += 1;
+        let info = SourceInfo {
+            connector: &self.connector,
+            snapshot: "false",
+            commit_lsn: tx.commit_lsn.0,
+            seq: tx.ordinal,
+            txid: Some(tx.xid),
+            ts_ms: tx.commit_ms,
+        };
+        let tombstone = (change.op == Op::Delete && self.config.tombstones)
+            .then(|| change.tombstone(tx.commit_ms))
+            .flatten();
+        let table = Arc::clone(&change.table);
+        let record = change.into_record(&info, now_ms());
+        let mut full = self.offer(Pending {
+            pos: (tx.commit_lsn, tx.ordinal),
+            record,
+            table: Some(Arc::clone(&table)),
+        });
+        if let Some(tombstone) = tombstone {
+            tx.ordinal += 1;
+            full |= self.offer(Pending {
+                pos: (tx.commit_lsn, tx.ordinal),
+                record: tombstone,
+                table: None,
+            });
+        }
+        full
+    }
+
+    fn drain_one(&mut self, ctx: &SourceContext) -> Result<bool, ConnectorError> {
+        let Some(mut draining) = self.draining.take() else {
+            return Ok(false);
+        };
+        match draining.changes.next_change()? {
+            Some(change) => {
+                let full = self.write(&mut draining.tx, change);
+                self.draining = Some(draining);
+                Ok(full)
+            }
+            None => {
+                let full = self.transaction_event(&mut draining.tx, "END");
+                self.tx_done_end = self.tx_done_end.max(draining.end_lsn);
+                let lag = (now_ms() - draining.tx.commit_ms).max(0);
+                ctx.metrics()
+                    .source_lag_ms
+                    .store(lag, std::sync::atomic::Ordering::Relaxed);
+                Ok(full)
+            }
+        }
+    }
+
+    /// BEGIN and END events on the `transaction` topic, when configured.
+    fn transaction_event(&mut self, tx: &mut OpenTx, status: &str) -> bool {
+        if !self.config.transaction_events {
+            return false;
+        }
+        tx.ordinal += 1;
+        let id = format!("{}:{}", tx.xid, tx.commit_lsn.0);
+        let mut value = serde_json::json!({ "status": status, "id": id, "ts_ms": tx.commit_ms });
+        if status == "END" {
+            value["event_count"] = tx.events.into();
+            value["data_collections"] = tx
+                .tables
+                .iter()
+                .map(|(table, count)| serde_json::json!({ "data_collection": table, "event_count": count }))
+                .collect();
+        }
+        let record = SourceRecord {
+            timestamp: tx.commit_ms,
+            key: Some(Bytes::from(format!("{{\"id\":\"{id}\"}}"))),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Vec::new(),
+            topic: Some("transaction".to_owned()),
+        };
+        self.offer(Pending {
+            pos: (tx.commit_lsn, tx.ordinal),
+            record,
+            table: None,
+        })
+    }
+
+    /// Places a record, or carries it to the next batch. True when the batch must be
+    /// handed out now.
+    fn offer(&mut self, pending: Pending) -> bool {
+        if !self.carry.is_empty() {
+            self.carry.push_back(pending);
+            return true;
+        }
+        match self.place(pending) {
+            Placed::Added { full } => full,
+            Placed::Skipped => false,
+            Placed::Cut(pending) => {
+                self.carry.push_back(pending);
+                true
+            }
+        }
+    }
+
+    fn place(&mut self, pending: Pending) -> Placed {
+        let pos = pending.pos;
+        if self.resume.is_some_and(|resume| pos <= resume) {
+            return Placed::Skipped;
+        }
+        // A batch must not straddle a position that part of the log already holds.
+        while let Some(&boundary) = self.boundaries.front() {
+            if pos <= boundary {
+                break;
+            }
+            if self.batch_last.is_some_and(|last| last <= boundary) {
+                return Placed::Cut(pending);
+            }
+            self.boundaries.pop_front();
+        }
+        if let Some(table) = &pending.table
+            && !self.registered.contains(&table.schema_id)
+        {
+            self.registered.insert(Arc::clone(&table.schema_id));
+            self.batch.push(schema_record(table));
+        }
+        self.batch.push(pending.record);
+        self.batch_changes += 1;
+        self.batch_last = Some(pos);
+        let at_boundary = self.boundaries.front() == Some(&pos);
+        if at_boundary {
+            self.boundaries.pop_front();
+        }
+        Placed::Added {
+            full: at_boundary || self.batch_changes >= self.config.batch_size,
+        }
+    }
+
+    fn table(&self, relation: u32) -> Result<Arc<TableInfo>, ConnectorError> {
+        self.relations
+            .get(&relation)
+            .cloned()
+            .ok_or_else(|| protocol("a change of a table whose Relation message never came"))
+    }
+
+    /// A table's (new) shape: its types resolved, its key from the catalog.
+    async fn relation(&mut self, relation: Relation) -> Result<(), ConnectorError> {
+        let mut columns = Vec::with_capacity(relation.columns.len());
+        for column in &relation.columns {
+            let ty = self
+                .types
+                .resolve(&mut self.conn, column.type_oid, column.type_modifier)
+                .await?;
+            columns.push(Column {
+                name: column.name.clone(),
+                ty,
+            });
+        }
+        let key_names = catalog::key_columns(&mut self.conn, i64::from(relation.id), "reading a table's key").await?;
+        let mut key: Vec<usize> = key_names
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| &c.name == k))
+            .collect();
+        if key.is_empty() {
+            // Dropped meanwhile: fall back on the server's replica identity flags.
+            key = relation
+                .columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_key)
+                .map(|(i, _)| i)
+                .collect();
+            if key.len() == relation.columns.len() {
+                key.clear();
+            }
+        }
+        let name = TableName {
+            schema: relation.namespace.clone(),
+            name: relation.name.clone(),
+        };
+        let table = Arc::new(TableInfo::new(name, &self.config.connect.database, columns, key));
+        if let Some(previous) = self.relations.get(&relation.id)
+            && previous.schema_id != table.schema_id
+        {
+            tracing::info!(connector = %self.connector, table = %table.qualified, schema = %table.schema_id, "The table changed: new schema version.");
+        }
+        self.schemas.insert(Arc::clone(&table.schema_id), Arc::clone(&table));
+        self.relations.insert(relation.id, table);
+        Ok(())
+    }
+}
+
+/// The record registering a schema version in [`SCHEMAS_TOPIC`].
+pub fn schema_record(table: &TableInfo) -> SourceRecord {
+    SourceRecord {
+        timestamp: now_ms(),
+        key: Some(Bytes::copy_from_slice(table.schema_id.as_bytes())),
+        value: Some(table.schema_json.clone()),
+        headers: Vec::new(),
+        topic: Some(SCHEMAS_TOPIC.to_owned()),
+    }
+}
+
+fn cells(tuple: &Tuple) -> Vec<Cell<'_>> {
+    tuple
+        .columns
+        .iter()
+        .map(|c| match c {
+            ColumnValue::Null => Cell::Null,
+            ColumnValue::UnchangedToast => Cell::Unchanged,
+            ColumnValue::Text(text) | ColumnValue::Binary(text) => Cell::Text(text),
+        })
+        .collect()
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn decode_error(error: crate::DecodeError) -> ConnectorError {
+    ConnectorError::retriable(format!(
+        "the replication stream could not be decoded ({error}); reconnecting from the last durable position"
+    ))
+    .with_source(error)
+}
+
+fn protocol(what: &str) -> ConnectorError {
+    ConnectorError::retriable(format!(
+        "the replication stream sent {what}; reconnecting from the last durable position"
+    ))
+}

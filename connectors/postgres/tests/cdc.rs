@@ -1,0 +1,281 @@
+//! The `postgres-cdc` source against a real PostgreSQL 15: snapshot, then changes, in
+//! commit order, with the envelope, keys, schemas and slot acknowledgements checked.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plexus_config::{Secret, Settings, Value};
+use plexus_connector::{
+    CollectDeadLetters, ConnectorFactory, Poll, Position, Source, SourceContext, SourceRecord, TaskMetrics,
+};
+use plexus_connector_postgres::{PostgresCdcFactory, SCHEMAS_TOPIC};
+use plexus_tests::TempPostgres;
+use plexus_tests::postgres::{PASSWORD, USER};
+use serde_json::Value as Json;
+
+fn settings(pg: &TempPostgres, tables: &[&str]) -> Settings {
+    let mut s = Settings::new();
+    s.insert("host", Value::String("127.0.0.1".into()));
+    s.insert("port", Value::Integer(i64::from(pg.port())));
+    s.insert("user", Value::String(USER.into()));
+    s.insert("password", Value::Secret(Secret::new(PASSWORD)));
+    s.insert("database", Value::String("postgres".into()));
+    s.insert("sslmode", Value::String("disable".into()));
+    s.insert(
+        "tables",
+        Value::StringList(tables.iter().map(|t| (*t).to_owned()).collect()),
+    );
+    s.insert("snapshot_chunk_rows", Value::Integer(1000));
+    s
+}
+
+fn context() -> SourceContext {
+    SourceContext::new(
+        "pgtest",
+        0,
+        Arc::new(TaskMetrics::default()),
+        Arc::new(CollectDeadLetters::default()),
+    )
+}
+
+/// Polls until `done` says the records so far are enough (30 s at most), committing
+/// every batch as the runtime would.
+async fn poll_until(
+    source: &mut dyn Source,
+    ctx: &SourceContext,
+    records: &mut Vec<SourceRecord>,
+    last: &mut Option<Position>,
+    done: impl Fn(&[SourceRecord]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done(records) {
+        assert!(Instant::now() < deadline, "timed out; got {} records", records.len());
+        match source.poll(ctx).await.unwrap() {
+            Poll::Batch(batch) => {
+                if let Some(previous) = last {
+                    assert!(batch.position > *previous, "positions must increase");
+                }
+                records.extend(batch.records);
+                source.commit(&batch.position).await.unwrap();
+                *last = Some(batch.position);
+            }
+            Poll::Idle => tokio::time::sleep(Duration::from_millis(20)).await,
+            Poll::Finished => panic!("a CDC source never finishes"),
+        }
+    }
+}
+
+fn changes(records: &[SourceRecord]) -> Vec<(Option<String>, Option<Json>)> {
+    records
+        .iter()
+        .filter(|r| r.topic.as_deref() != Some(SCHEMAS_TOPIC))
+        .map(|r| {
+            (
+                r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                r.value.as_ref().map(|v| serde_json::from_slice(v).unwrap()),
+            )
+        })
+        .collect()
+}
+
+fn count_ops(records: &[SourceRecord], op: &str) -> usize {
+    changes(records)
+        .iter()
+        .filter(|(_, v)| v.as_ref().is_some_and(|v| v["op"] == op))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_then_changes_in_commit_order_and_resume_after_the_log() {
+    let pg = TempPostgres::start().unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(12,2), doc text);
+         ALTER TABLE items ALTER COLUMN doc SET STORAGE EXTERNAL;
+         INSERT INTO items SELECT g, 'item ' || g, g * 1.25, NULL FROM generate_series(1, 2500) g;",
+    )
+    .unwrap();
+    let factory = PostgresCdcFactory::new();
+    let settings = settings(&pg, &["items"]);
+    let ctx = context();
+    let mut source = factory.create_source(&settings).unwrap();
+    source.start(&ctx, None).await.unwrap();
+
+    let mut records = Vec::new();
+    let mut last = None;
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
+        count_ops(r, "r") >= 2500
+    })
+    .await;
+    let reads = changes(&records);
+    let ids: Vec<i64> = reads
+        .iter()
+        .map(|(_, v)| v.as_ref().unwrap()["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=2500).collect::<Vec<_>>(),
+        "the snapshot reads every row once, in key order"
+    );
+    let first = reads[0].1.as_ref().unwrap();
+    assert_eq!(reads[0].0.as_deref(), Some("{\"id\":1}"));
+    assert_eq!(first["after"]["price"], "1.25");
+    assert_eq!(first["source"]["table"], "items");
+    assert_eq!(first["source"]["snapshot"], "true");
+    let schemas: Vec<_> = records
+        .iter()
+        .filter(|r| r.topic.as_deref() == Some(SCHEMAS_TOPIC))
+        .collect();
+    assert_eq!(schemas.len(), 1, "the schema is registered once");
+    let schema: Json = serde_json::from_slice(schemas[0].value.as_ref().unwrap()).unwrap();
+    assert_eq!(schema["columns"][2]["type"], "numeric(12,2)");
+    assert_eq!(
+        records[1].headers[0].value.as_deref(),
+        Some(schema["id"].as_str().unwrap().as_bytes()),
+        "records name their schema"
+    );
+
+    // Changes after the snapshot, in commit order; a big value updated elsewhere stays
+    // out of `after` and is named as unchanged.
+    let big: String = (0..400).map(|i| format!("{i:x}-{}", i * 7919 % 1000)).collect();
+    pg.psql(
+        "postgres",
+        &format!(
+            "BEGIN; INSERT INTO items VALUES (3001, 'new', 9.99, '{big}'); UPDATE items SET name = 'renamed' WHERE id = 1; \
+             DELETE FROM items WHERE id = 2; COMMIT;
+             UPDATE items SET price = 1.5 WHERE id = 3001;"
+        ),
+    )
+    .unwrap();
+    records.clear();
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
+        count_ops(r, "u") >= 2
+    })
+    .await;
+    let events = changes(&records);
+    let ops: Vec<String> = events
+        .iter()
+        .map(|(_, v)| {
+            v.as_ref()
+                .map_or("tombstone".into(), |v| v["op"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(ops, ["c", "u", "d", "tombstone", "u"]);
+    assert_eq!(events[0].1.as_ref().unwrap()["after"]["doc"], big.as_str());
+    assert_eq!(events[1].1.as_ref().unwrap()["after"]["name"], "renamed");
+    assert_eq!(events[2].1.as_ref().unwrap()["before"]["id"], 2);
+    assert_eq!(events[3].0.as_deref(), Some("{\"id\":2}"));
+    let toast = events[4].1.as_ref().unwrap();
+    assert_eq!(toast["after"]["price"], "1.50");
+    assert!(
+        toast["after"].get("doc").is_none(),
+        "an unchanged TOAST value is not NULL: {toast}"
+    );
+    assert_eq!(toast["unchanged"], serde_json::json!(["doc"]));
+    let (c, u) = (
+        &events[0].1.as_ref().unwrap()["source"],
+        &events[4].1.as_ref().unwrap()["source"],
+    );
+    assert_eq!(
+        c["txId"],
+        events[2].1.as_ref().unwrap()["source"]["txId"],
+        "one transaction"
+    );
+    assert!(u["commit_lsn"].as_u64() > c["commit_lsn"].as_u64());
+
+    // The slot is acknowledged up to what was committed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let wanted = u["commit_lsn"].as_u64().unwrap();
+    loop {
+        let flushed = pg
+            .psql(
+                "postgres",
+                "SELECT (confirmed_flush_lsn - '0/0')::int8 FROM pg_replication_slots",
+            )
+            .unwrap();
+        if flushed.parse::<u64>().unwrap() > wanted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot stays at {flushed}, want past {wanted}"
+        );
+        let _ = source.poll(&ctx).await.unwrap();
+    }
+    source.stop().await.unwrap();
+
+    // A new instance resumes after the log's position: only what is new arrives.
+    pg.psql("postgres", "INSERT INTO items VALUES (4001, 'after restart', 1, NULL)")
+        .unwrap();
+    let mut source = factory.create_source(&settings).unwrap();
+    source.start(&ctx, last.clone()).await.unwrap();
+    records.clear();
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
+        count_ops(r, "c") >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Poll::Batch(batch) = source.poll(&ctx).await.unwrap() {
+        records.extend(batch.records);
+    }
+    let events = changes(&records);
+    assert_eq!(events.len(), 1, "nothing replayed: {events:?}");
+    assert_eq!(events[0].1.as_ref().unwrap()["after"]["id"], 4001);
+    source.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_transaction_streams_in_order_through_the_spill() {
+    let pg = TempPostgres::start_with(&["logical_decoding_work_mem = '64kB'"]).unwrap();
+    pg.psql("postgres", "CREATE TABLE big (id bigint PRIMARY KEY, v text)")
+        .unwrap();
+    let factory = PostgresCdcFactory::new();
+    let mut settings = settings(&pg, &["big"]);
+    settings.insert("spill_threshold", Value::Size(plexus_config::ByteSize(1 << 20)));
+    settings.insert("batch_size", Value::Integer(10_000));
+    let ctx = context();
+    let mut source = factory.create_source(&settings).unwrap();
+    source.start(&ctx, None).await.unwrap();
+    let mut records = Vec::new();
+    let mut last = None;
+    // An empty snapshot; then one transaction of 100,000 rows and a rolled-back savepoint.
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |_| true).await;
+    pg.psql(
+        "postgres",
+        "BEGIN; INSERT INTO big SELECT g, repeat('x', 50) FROM generate_series(1, 50000) g;
+         SAVEPOINT s; INSERT INTO big SELECT g, 'gone' FROM generate_series(900001, 910000) g; ROLLBACK TO SAVEPOINT s;
+         INSERT INTO big SELECT g, 'y' FROM generate_series(50001, 100000) g; COMMIT;",
+    )
+    .unwrap();
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
+        count_ops(r, "c") >= 100_000
+    })
+    .await;
+    let ids: Vec<i64> = changes(&records)
+        .iter()
+        .filter_map(|(_, v)| v.as_ref()?["after"]["id"].as_i64())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=100_000).collect::<Vec<_>>(),
+        "every row once, in order, none of the rolled-back ones"
+    );
+    source.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_a_key_is_refused_with_the_fix() {
+    let pg = TempPostgres::start().unwrap();
+    pg.psql("postgres", "CREATE TABLE loose (a int, b text)").unwrap();
+    let mut source = PostgresCdcFactory::new()
+        .create_source(&settings(&pg, &["loose"]))
+        .unwrap();
+    let error = source.start(&context(), None).await.unwrap_err().to_string();
+    assert!(
+        error.contains("public.loose") && error.contains("REPLICA IDENTITY FULL"),
+        "{error}"
+    );
+    assert!(error.contains("ADD PRIMARY KEY"), "{error}");
+}
