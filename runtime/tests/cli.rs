@@ -188,3 +188,26 @@ fn secrets_never_reach_the_output_even_at_trace_level() {
         assert!(!all.contains(secret), "{args:?} printed the token:\n{all}");
     }
 }
+
+#[test]
+fn every_example_validates() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let path = entry.unwrap().path();
+        let out = Command::new(BIN)
+            .arg("validate")
+            .arg(&path)
+            .env("PGPASSWORD", "secret")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "the examples are there");
+}
