@@ -279,3 +279,44 @@ async fn a_table_without_a_key_is_refused_with_the_fix() {
     );
     assert!(error.contains("ADD PRIMARY KEY"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_mid_stream_is_a_new_schema_and_truncate_an_event() {
+    let pg = TempPostgres::start().unwrap();
+    pg.psql("postgres", "CREATE TABLE s (id int PRIMARY KEY, a text)")
+        .unwrap();
+    let ctx = context();
+    let mut source = PostgresCdcFactory::new().create_source(&settings(&pg, &["s"])).unwrap();
+    source.start(&ctx, None).await.unwrap();
+    let mut records = Vec::new();
+    let mut last = None;
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |_| true).await;
+    pg.psql(
+        "postgres",
+        "INSERT INTO s VALUES (1, 'x'); ALTER TABLE s ADD COLUMN b int; INSERT INTO s VALUES (2, 'y', 5); TRUNCATE s;",
+    )
+    .unwrap();
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
+        count_ops(r, "t") >= 1
+    })
+    .await;
+    let schemas: Vec<Json> = records
+        .iter()
+        .filter(|r| r.topic.as_deref() == Some(SCHEMAS_TOPIC))
+        .map(|r| serde_json::from_slice(r.value.as_ref().unwrap()).unwrap())
+        .collect();
+    assert_eq!(schemas.len(), 2, "two versions: {schemas:?}");
+    assert_eq!(schemas[1]["columns"][2]["name"], "b");
+    let rows: Vec<&SourceRecord> = records
+        .iter()
+        .filter(|r| r.topic.as_deref() == Some("public.s"))
+        .collect();
+    let header = |r: &SourceRecord| String::from_utf8(r.headers[0].value.clone().unwrap().to_vec()).unwrap();
+    assert_eq!(header(rows[0]), schemas[0]["id"].as_str().unwrap());
+    assert_eq!(header(rows[1]), schemas[1]["id"].as_str().unwrap());
+    let second: Json = serde_json::from_slice(rows[1].value.as_ref().unwrap()).unwrap();
+    assert_eq!(second["after"], serde_json::json!({"id": 2, "a": "y", "b": 5}));
+    let truncate: Json = serde_json::from_slice(rows[2].value.as_ref().unwrap()).unwrap();
+    assert_eq!((truncate["op"].as_str(), rows[2].key.as_ref()), (Some("t"), None));
+    source.stop().await.unwrap();
+}

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use plexus_connector::{ConnectorError, DeadLetter, Position, SourceContext, SourceRecord};
 use sqlx::postgres::PgConnection;
 
-use crate::pgoutput::{ColumnValue, Decoder, Message, OldTuple, Relation, Tuple};
+use crate::pgoutput::{ColumnValue, Decoder, Message, Relation, Tuple};
 use crate::replication::{Lsn, ReplicationMessage};
 use crate::source::catalog::{self, TypeCache};
 use crate::source::config::{CdcConfig, TableName};
@@ -344,11 +344,9 @@ impl Streamer {
             }
             Message::Delete(delete) => {
                 let table = self.table(delete.relation)?;
+                // Under REPLICA IDENTITY FULL the whole old row, otherwise its key.
                 let old = cells(delete.old.tuple());
-                let before = match &delete.old {
-                    OldTuple::Full(_) | OldTuple::Key(_) => Some(old.as_slice()),
-                };
-                let change = envelope::change(&table, Op::Delete, before, None, lsn.0, delete.xid.unwrap_or(0));
+                let change = envelope::change(&table, Op::Delete, Some(&old), None, lsn.0, delete.xid.unwrap_or(0));
                 self.change(ctx, change, delete.xid.is_some(), &table, lsn)
             }
             Message::Truncate(truncate) => {
