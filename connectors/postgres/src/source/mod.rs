@@ -197,16 +197,8 @@ impl Source for PostgresCdcSource {
                         stream_boundaries,
                     }));
                 } else {
-                    let streamer = start_streaming(
-                        &config,
-                        ctx.name(),
-                        replication,
-                        version,
-                        None,
-                        stream_boundaries,
-                        consistent,
-                    )
-                    .await?;
+                    let streamer =
+                        start_streaming(&config, ctx.name(), replication, None, stream_boundaries, consistent).await?;
                     self.phase = Phase::Streaming(Box::new(streamer));
                 }
             }
@@ -245,7 +237,6 @@ impl Source for PostgresCdcSource {
                     &config,
                     ctx.name(),
                     replication,
-                    version,
                     Some((commit_lsn, ordinal)),
                     stream_boundaries,
                     acknowledged,
@@ -283,17 +274,8 @@ impl Source for PostgresCdcSource {
                         Some(replication) => replication,
                         None => replicate(&config).await?,
                     };
-                    let version = replication.server_version_num();
-                    let streamer = start_streaming(
-                        &config,
-                        ctx.name(),
-                        replication,
-                        version,
-                        None,
-                        stream_boundaries,
-                        consistent,
-                    )
-                    .await?;
+                    let streamer =
+                        start_streaming(&config, ctx.name(), replication, None, stream_boundaries, consistent).await?;
                     self.phase = Phase::Streaming(Box::new(streamer));
                 }
                 Phase::Streaming(streamer) => {
@@ -373,14 +355,13 @@ async fn start_streaming(
     config: &Arc<CdcConfig>,
     connector: &str,
     replication: ReplicationConnection,
-    version: u32,
     resume: Option<(Lsn, u64)>,
     boundaries: Vec<(Lsn, u64)>,
     acknowledged: Lsn,
 ) -> Result<Streamer, ConnectorError> {
     // Protocol 2 streams large in-progress transactions (PostgreSQL 14 and later), so
     // the server neither spills them nor sends them whole at commit.
-    let options = if version >= 140_000 {
+    let options = if replication.server_version_num() >= 140_000 {
         "\"proto_version\" '2', \"streaming\" 'true'"
     } else {
         "\"proto_version\" '1'"

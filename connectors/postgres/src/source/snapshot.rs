@@ -45,6 +45,8 @@ pub struct Snapshot {
     resume: Option<SnapshotPosition>,
     boundaries: Vec<SnapshotPosition>,
     registered: HashSet<Arc<str>>,
+    /// The planner's row estimate per table (`reltuples`, 0 when unknown).
+    estimates: Vec<u64>,
     total_estimate: u64,
     rows_done: u64,
     started: Instant,
@@ -129,6 +131,7 @@ impl Snapshot {
             resume,
             boundaries,
             registered: HashSet::new(),
+            estimates: estimates.to_vec(),
             total_estimate: estimates.iter().sum(),
             rows_done: 0,
             started: Instant::now(),
@@ -328,7 +331,8 @@ impl Snapshot {
             after = Some(boundary.last_key.clone());
             rows = boundary.rows;
         }
-        pending.extend(self.chunks(&table, after.as_deref()).await?);
+        let estimate = self.estimates.get(ordinal).copied().unwrap_or(0);
+        pending.extend(self.chunks(&table, estimate, after.as_deref()).await?);
         let last_key = after.unwrap_or_default();
         Ok(Some(TableScan {
             table,
@@ -342,7 +346,12 @@ impl Snapshot {
     }
 
     /// Integer keys split into ranges read in parallel; other keys are one ordered read.
-    async fn chunks(&self, table: &TableInfo, after: Option<&[String]>) -> Result<Vec<Segment>, ConnectorError> {
+    async fn chunks(
+        &self,
+        table: &TableInfo,
+        estimate: u64,
+        after: Option<&[String]>,
+    ) -> Result<Vec<Segment>, ConnectorError> {
         let single_integer = match table.key.as_slice() {
             [k] => matches!(table.columns[*k].ty, PgType::Int2 | PgType::Int4 | PgType::Int8),
             _ => false,
@@ -363,11 +372,7 @@ impl Snapshot {
             })?),
             None => None,
         };
-        let mut sql = format!(
-            "SELECT min({key})::int8, max({key})::int8, (SELECT reltuples::int8 FROM pg_class WHERE oid = {}::regclass) FROM {}",
-            quote_literal(&table.name.quoted()),
-            table.name.quoted()
-        );
+        let mut sql = format!("SELECT min({key})::int8, max({key})::int8 FROM {}", table.name.quoted());
         if let Some(lower) = lower {
             sql.push_str(&format!(" WHERE {key} > {lower}"));
         }
@@ -383,7 +388,6 @@ impl Snapshot {
         ) else {
             return Ok(Vec::new());
         };
-        let estimate = row.try_get::<Option<i64>, _>(2).ok().flatten().unwrap_or(-1);
         let span = (max as i128 - min as i128 + 1).max(1);
         let chunk_rows = self.config.snapshot_chunk_rows as i128;
         // Rows per key value, from the planner's estimate; dense keys when unknown.

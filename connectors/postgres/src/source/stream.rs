@@ -252,11 +252,14 @@ impl Streamer {
         .await
         .map_err(|e| catalog::sql_error("measuring the slot's lag", e))?;
         let bytes = row.and_then(|r| r.0).map(|b| b.max(0) as u64);
-        let caught_up = self.acks.is_empty() && self.open.is_none() && self.draining.is_none();
-        let lag_ms = if caught_up { Some(0) } else { None };
-        let previous_ms = ctx.metrics().source_lag_ms.load(std::sync::atomic::Ordering::Relaxed);
-        ctx.metrics()
-            .set_source_lag(bytes, lag_ms.or((previous_ms >= 0).then_some(previous_ms as u64)));
+        let metrics = ctx.metrics();
+        metrics
+            .source_lag_bytes
+            .store(bytes.map_or(-1, |b| b as i64), std::sync::atomic::Ordering::Relaxed);
+        // The time lag is set as transactions commit; with nothing in flight it is none.
+        if self.acks.is_empty() && self.open.is_none() && self.draining.is_none() {
+            metrics.source_lag_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(bytes) = bytes
             && bytes > self.config.lag_warn_bytes
             && self
