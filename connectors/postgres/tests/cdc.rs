@@ -51,7 +51,12 @@ async fn poll_until(
 ) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done(records) {
-        assert!(Instant::now() < deadline, "timed out; got {} records", records.len());
+        assert!(
+            Instant::now() < deadline,
+            "timed out; got {} records: {:?}",
+            records.len(),
+            changes(records)
+        );
         match source.poll(ctx).await.unwrap() {
             Poll::Batch(batch) => {
                 if let Some(previous) = last {
@@ -319,4 +324,215 @@ async fn a_column_added_mid_stream_is_a_new_schema_and_truncate_an_event() {
     let truncate: Json = serde_json::from_slice(rows[2].value.as_ref().unwrap()).unwrap();
     assert_eq!((truncate["op"].as_str(), rows[2].key.as_ref()), (Some("t"), None));
     source.stop().await.unwrap();
+}
+
+/// The log folded by key, as a sink applying it would hold the table.
+fn fold(records: &[SourceRecord], into: &mut std::collections::BTreeMap<i64, Json>) {
+    for (_, value) in changes(records) {
+        let Some(value) = value else { continue };
+        match value["op"].as_str().unwrap() {
+            "r" | "c" | "u" => {
+                into.insert(value["after"]["id"].as_i64().unwrap(), value["after"].clone());
+            }
+            "d" => {
+                into.remove(&value["before"]["id"].as_i64().unwrap());
+            }
+            "t" => into.clear(),
+            op => panic!("unexpected op {op}"),
+        }
+    }
+}
+
+/// One poll, its batch (if any) committed; false when the source was idle.
+async fn poll_once(
+    source: &mut dyn Source,
+    ctx: &SourceContext,
+    records: &mut Vec<SourceRecord>,
+    last: &mut Option<Position>,
+) -> bool {
+    match source.poll(ctx).await.unwrap() {
+        Poll::Batch(batch) => {
+            assert!(
+                last.as_ref().is_none_or(|l| batch.position > *l),
+                "positions must increase"
+            );
+            records.extend(batch.records);
+            source.commit(&batch.position).await.unwrap();
+            *last = Some(batch.position);
+            true
+        }
+        Poll::Idle => false,
+        Poll::Finished => panic!("a CDC source never finishes"),
+    }
+}
+
+fn resnapshot_state(factory: &PostgresCdcFactory, position: &Position) -> Option<Json> {
+    factory.position_to_json(position).get("resnapshot").cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_is_snapshotted_again_while_changes_stream_and_after_a_restart() {
+    use sqlx::Connection;
+
+    let pg = TempPostgres::start().unwrap();
+    pg.psql(
+        "postgres",
+        "CREATE TABLE acc (id int PRIMARY KEY, balance int NOT NULL, note text);
+         INSERT INTO acc SELECT g, g % 97, 'n' || g FROM generate_series(1, 20000) g;",
+    )
+    .unwrap();
+    let factory = PostgresCdcFactory::new();
+    let mut settings = settings(&pg, &["acc"]);
+    settings.insert("snapshot_mode", Value::String("never".into()));
+    settings.insert("resnapshot_chunk_rows", Value::Integer(4000));
+    settings.insert("batch_size", Value::Integer(700));
+    let metrics = Arc::new(TaskMetrics::default());
+    let ctx = SourceContext::new(
+        "pgtest",
+        0,
+        Arc::clone(&metrics),
+        Arc::new(CollectDeadLetters::default()),
+    );
+    let mut source = factory.create_source(&settings).unwrap();
+    source.start(&ctx, None).await.unwrap();
+    let mut records = Vec::new();
+    let mut last = None;
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |_| true).await;
+
+    // A new key is a delete of the old one and a create of the new one.
+    pg.psql("postgres", "UPDATE acc SET id = 100001 WHERE id = 1").unwrap();
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
+        count_ops(r, "c") >= 1
+    })
+    .await;
+    let events = changes(&records);
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[0].1.as_ref().unwrap()["op"], "d");
+    assert_eq!(events[0].0.as_deref(), Some("{\"id\":1}"));
+    assert_eq!(
+        (events[1].0.as_deref(), events[1].1.as_ref()),
+        (Some("{\"id\":1}"), None)
+    );
+    assert_eq!(events[2].1.as_ref().unwrap()["after"]["id"], 100_001);
+    let mut table = std::collections::BTreeMap::new();
+
+    // Changes keep coming while the table is read again in chunks.
+    let url = pg.url("postgres");
+    let progress = Arc::clone(&metrics);
+    let writer = tokio::spawn(async move {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        // Each row changes at most once, just ahead of where the re-snapshot reads, so
+        // a chunk row left stale by a change between its watermarks stays in the fold.
+        let mut touched = std::collections::HashSet::new();
+        let mut seed: u64 = 7;
+        for n in 0..3000u64 {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let read = progress.snapshot_rows.load(std::sync::atomic::Ordering::Relaxed).max(0) as u64;
+            let id = (read + 1 + (seed >> 33) % 4000).clamp(2, 20_000);
+            if !touched.insert(id) {
+                continue;
+            }
+            let sql = match n % 20 {
+                0 => format!("DELETE FROM acc WHERE id = {id}"),
+                1 => format!("UPDATE acc SET id = {} WHERE id = {id}", 300_000 + n),
+                2 => format!("INSERT INTO acc VALUES ({}, {n}, 'new')", 200_000 + n),
+                _ => format!("UPDATE acc SET balance = -{n}, note = 'w' WHERE id = {id}"),
+            };
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_micros(300)).await;
+        }
+    });
+    // Chunks are read while the writer is busy, so some of its changes land between
+    // a chunk's watermarks.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pg.psql(
+        "postgres",
+        r#"SELECT pg_logical_emit_message(true, 'plexus.signal', '{"connector": "pgtest", "snapshot": ["public.acc"]}')"#,
+    )
+    .unwrap();
+
+    // Stop half-way through and resume from the log's position, as after a crash.
+    let resumed_at = {
+        let factory = &factory;
+        let state_past = |last: &Option<Position>, key: i64| {
+            last.as_ref()
+                .and_then(|p| resnapshot_state(factory, p))
+                .and_then(|s| s["last_key"][0].as_str().and_then(|k| k.parse::<i64>().ok()))
+                .is_some_and(|k| k >= key)
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !state_past(&last, 8000) {
+            assert!(Instant::now() < deadline, "the re-snapshot did not get to key 8000");
+            poll_once(source.as_mut(), &ctx, &mut records, &mut last).await;
+        }
+        resnapshot_state(factory, last.as_ref().unwrap()).unwrap()
+    };
+    source.stop().await.unwrap();
+    fold(&records, &mut table);
+    let reads_before = count_ops(&records, "r");
+    records.clear();
+    let mut source = factory.create_source(&settings).unwrap();
+    source.start(&ctx, last.clone()).await.unwrap();
+
+    // Done when the re-snapshot finished and the writer's last change arrived.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let busy = poll_once(source.as_mut(), &ctx, &mut records, &mut last).await;
+        if !busy && writer.is_finished() && last.as_ref().is_some_and(|p| resnapshot_state(&factory, p).is_none()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the re-snapshot did not finish: {:?}",
+            last.as_ref().map(|p| factory.position_to_json(p))
+        );
+    }
+    writer.await.unwrap();
+    pg.psql("postgres", "INSERT INTO acc VALUES (999999, 0, 'end')")
+        .unwrap();
+    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
+        changes(r)
+            .iter()
+            .any(|(_, v)| v.as_ref().is_some_and(|v| v["after"]["id"] == 999_999))
+    })
+    .await;
+    source.stop().await.unwrap();
+    fold(&records, &mut table);
+
+    let reads: Vec<Json> = changes(&records)
+        .into_iter()
+        .filter_map(|(_, v)| v.filter(|v| v["op"] == "r"))
+        .collect();
+    assert!(reads.iter().all(|v| v["source"]["snapshot"] == "incremental"));
+    let first_after_restart = reads[0]["after"]["id"].as_i64().unwrap();
+    let resumed_key: i64 = resumed_at["last_key"][0].as_str().unwrap().parse().unwrap();
+    assert!(
+        first_after_restart > resumed_key,
+        "the re-snapshot resumed after key {resumed_key}, not from the start ({first_after_restart})"
+    );
+    assert!(
+        reads_before + reads.len() <= 20_000 + 4000,
+        "rows read about once: {reads_before} + {}",
+        reads.len()
+    );
+    let expected: Json = serde_json::from_str(
+        &pg.psql("postgres", "SELECT json_agg(row_to_json(a) ORDER BY id) FROM acc a")
+            .unwrap(),
+    )
+    .unwrap();
+    let expected: Vec<Json> = expected.as_array().unwrap().clone();
+    let folded: Vec<Json> = table.into_values().collect();
+    assert_eq!(
+        folded.len(),
+        expected.len(),
+        "the log folds into as many rows as the table has"
+    );
+    for (got, want) in folded.iter().zip(&expected) {
+        assert_eq!(got, want, "the log folds into the table");
+    }
 }

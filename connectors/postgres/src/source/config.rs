@@ -64,6 +64,7 @@ pub struct CdcConfig {
     pub snapshot_mode: SnapshotMode,
     pub snapshot_parallelism: usize,
     pub snapshot_chunk_rows: u64,
+    pub resnapshot_chunk_rows: u64,
     pub batch_size: usize,
     pub tombstones: bool,
     pub transaction_events: bool,
@@ -130,6 +131,11 @@ pub(crate) static SCHEMA: LazyLock<ConfigSchema> = LazyLock::new(|| {
             FieldSpec::new("snapshot_chunk_rows", FieldKind::integer_between(Some(1000), None))
                 .with_default(200_000)
                 .doc("About how many rows one snapshot chunk reads."),
+        )
+        .field(
+            FieldSpec::new("resnapshot_chunk_rows", FieldKind::integer_between(Some(1), Some(1_000_000)))
+                .with_default(8192)
+                .doc("Rows per chunk of a re-snapshot asked for while streaming (a `plexus.signal` message): each chunk is held in memory until its high watermark."),
         )
         .field(
             FieldSpec::new("batch_size", FieldKind::integer_between(Some(1), Some(1_000_000)))
@@ -225,6 +231,7 @@ impl CdcConfig {
             snapshot_mode,
             snapshot_parallelism: count("snapshot_parallelism", 2) as usize,
             snapshot_chunk_rows: count("snapshot_chunk_rows", 200_000),
+            resnapshot_chunk_rows: count("resnapshot_chunk_rows", 8192),
             batch_size: count("batch_size", 4096) as usize,
             tombstones: settings.bool("tombstones").unwrap_or(true),
             transaction_events: settings.bool("transaction_events").unwrap_or(false),

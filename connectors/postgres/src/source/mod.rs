@@ -5,13 +5,14 @@
 //! - `config`: the settings; `catalog`: ordinary SQL (checks, tables, publication,
 //!   slot); `snapshot`: parallel `COPY` reads in key order; `wal` and `stream`: the
 //!   replication stream and its decoding into records; `spill`: large in-progress
-//!   transactions on disk; `envelope`, `table`, `position`: what records and positions
-//!   look like.
+//!   transactions on disk; `resnapshot`: tables read again while streaming, on
+//!   request; `envelope`, `table`, `position`: what records and positions look like.
 
 mod catalog;
 mod config;
 mod envelope;
 mod position;
+mod resnapshot;
 mod snapshot;
 mod spill;
 mod stream;
@@ -28,7 +29,7 @@ use plexus_connector::{
 use crate::client::{ClientError, ReplicationConnection};
 use crate::replication::Lsn;
 pub use config::{CdcConfig, SnapshotMode, TableName};
-use position::CdcPosition;
+use position::{CdcPosition, ResnapshotState};
 use snapshot::Snapshot;
 use stream::Streamer;
 pub use table::{SCHEMA_HEADER, SCHEMAS_TOPIC};
@@ -118,7 +119,9 @@ impl Source for PostgresCdcSource {
         for boundary in ctx.replay_boundaries() {
             match CdcPosition::decode(boundary) {
                 Ok(CdcPosition::Snapshot(s)) => snapshot_boundaries.push(s),
-                Ok(CdcPosition::Stream { commit_lsn, ordinal }) => stream_boundaries.push((commit_lsn, ordinal)),
+                Ok(CdcPosition::Stream {
+                    commit_lsn, ordinal, ..
+                }) => stream_boundaries.push((commit_lsn, ordinal)),
                 Err(e) => tracing::warn!(connector = %ctx.name(), error = %e, "Ignoring a replay boundary."),
             }
         }
@@ -197,8 +200,16 @@ impl Source for PostgresCdcSource {
                         stream_boundaries,
                     }));
                 } else {
-                    let streamer =
-                        start_streaming(&config, ctx.name(), replication, None, stream_boundaries, consistent).await?;
+                    let streamer = start_streaming(
+                        &config,
+                        ctx.name(),
+                        replication,
+                        None,
+                        stream_boundaries,
+                        consistent,
+                        None,
+                    )
+                    .await?;
                     self.phase = Phase::Streaming(Box::new(streamer));
                 }
             }
@@ -227,7 +238,11 @@ impl Source for PostgresCdcSource {
                     stream_boundaries,
                 }));
             }
-            Some(CdcPosition::Stream { commit_lsn, ordinal }) => {
+            Some(CdcPosition::Stream {
+                commit_lsn,
+                ordinal,
+                resnapshot,
+            }) => {
                 let Some(state) = slot else {
                     return Err(slot_gone(&config, ctx.name()));
                 };
@@ -240,6 +255,7 @@ impl Source for PostgresCdcSource {
                     Some((commit_lsn, ordinal)),
                     stream_boundaries,
                     acknowledged,
+                    resnapshot,
                 )
                 .await?;
                 self.phase = Phase::Streaming(Box::new(streamer));
@@ -274,8 +290,16 @@ impl Source for PostgresCdcSource {
                         Some(replication) => replication,
                         None => replicate(&config).await?,
                     };
-                    let streamer =
-                        start_streaming(&config, ctx.name(), replication, None, stream_boundaries, consistent).await?;
+                    let streamer = start_streaming(
+                        &config,
+                        ctx.name(),
+                        replication,
+                        None,
+                        stream_boundaries,
+                        consistent,
+                        None,
+                    )
+                    .await?;
                     self.phase = Phase::Streaming(Box::new(streamer));
                 }
                 Phase::Streaming(streamer) => {
@@ -358,6 +382,7 @@ async fn start_streaming(
     resume: Option<(Lsn, u64)>,
     boundaries: Vec<(Lsn, u64)>,
     acknowledged: Lsn,
+    resnapshot: Option<ResnapshotState>,
 ) -> Result<Streamer, ConnectorError> {
     // Protocol 2 streams large in-progress transactions (PostgreSQL 14 and later), so
     // the server neither spills them nor sends them whole at commit.
@@ -383,6 +408,25 @@ async fn start_streaming(
     })?;
     let wal = WalStream::start(stream, acknowledged, config.status_interval);
     let conn = catalog::connect(&config.connect).await?;
+    // A table no longer captured is not read again.
+    let resnapshot = resnapshot
+        .map(|mut state| {
+            if state
+                .tables
+                .first()
+                .is_some_and(|t| !config.tables.iter().any(|c| c.to_string() == *t))
+            {
+                state.last_key.clear();
+            }
+            state
+                .tables
+                .retain(|t| config.tables.iter().any(|c| c.to_string() == *t));
+            state
+        })
+        .filter(|state| !state.tables.is_empty());
+    if let Some(state) = &resnapshot {
+        tracing::info!(connector, tables = ?state.tables, last_key = ?state.last_key, "Resuming the re-snapshot after the last row the log holds.");
+    }
     tracing::info!(connector, slot = %config.slot, from = %acknowledged, "Streaming changes.");
     Ok(Streamer::new(
         Arc::clone(config),
@@ -392,6 +436,7 @@ async fn start_streaming(
         resume,
         boundaries,
         acknowledged,
+        resnapshot,
     ))
 }
 

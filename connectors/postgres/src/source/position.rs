@@ -6,7 +6,8 @@
 //! - snapshot: `[0, table ordinal, rows read from the table]`, followed by a JSON suffix
 //!   with the table's name and the key of the last row read (for resuming), and the
 //!   slot's consistent point;
-//! - streaming: `[1, commit LSN, change ordinal within the transaction]`.
+//! - streaming: `[1, commit LSN, change ordinal within the transaction]`, followed,
+//!   while a table is being re-snapshotted, by a JSON suffix saying how far that got.
 //!
 //! The ordinal counts every record a transaction produced (tombstones and transaction
 //! events included) from 1, so a transaction cut across batches resumes exactly.
@@ -19,7 +20,20 @@ use crate::replication::Lsn;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CdcPosition {
     Snapshot(SnapshotPosition),
-    Stream { commit_lsn: Lsn, ordinal: u64 },
+    Stream {
+        commit_lsn: Lsn,
+        ordinal: u64,
+        resnapshot: Option<ResnapshotState>,
+    },
+}
+
+/// A re-snapshot in progress (see `resnapshot`): what is left to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResnapshotState {
+    /// `schema.table`s still to read, in order; the first is being read.
+    pub tables: Vec<String>,
+    /// The key of the last row of the first table read so far (empty: none yet).
+    pub last_key: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +53,20 @@ pub struct SnapshotPosition {
 impl CdcPosition {
     pub fn encode(&self) -> Position {
         match self {
-            CdcPosition::Stream { commit_lsn, ordinal } => Position::from_parts(&[1, commit_lsn.0, *ordinal]),
+            CdcPosition::Stream {
+                commit_lsn,
+                ordinal,
+                resnapshot: None,
+            } => Position::from_parts(&[1, commit_lsn.0, *ordinal]),
+            CdcPosition::Stream {
+                commit_lsn,
+                ordinal,
+                resnapshot: Some(state),
+            } => {
+                let mut bytes = Position::from_parts(&[1, commit_lsn.0, *ordinal]).as_bytes().to_vec();
+                bytes.extend(serde_json::to_vec(state).unwrap_or_default());
+                Position::from_bytes(bytes)
+            }
             CdcPosition::Snapshot(snapshot) => {
                 let mut bytes = Position::from_parts(&[0, snapshot.table_ordinal, snapshot.rows])
                     .as_bytes()
@@ -68,9 +95,16 @@ impl CdcPosition {
                 snapshot.rows = word(2)?;
                 Ok(CdcPosition::Snapshot(snapshot))
             }
-            1 if bytes.len() == 24 => Ok(CdcPosition::Stream {
+            1 => Ok(CdcPosition::Stream {
                 commit_lsn: Lsn(word(1)?),
                 ordinal: word(2)?,
+                resnapshot: match bytes.get(24..) {
+                    Some(rest) if !rest.is_empty() => Some(
+                        serde_json::from_slice(rest)
+                            .map_err(|e| format!("position {position} has an unreadable re-snapshot part: {e}"))?,
+                    ),
+                    _ => None,
+                },
             }),
             _ => Err(format!("position {position} is not a postgres-cdc position")),
         }
@@ -79,8 +113,16 @@ impl CdcPosition {
     /// As the REST API shows it.
     pub fn to_json(&self) -> serde_json::Value {
         match self {
-            CdcPosition::Stream { commit_lsn, ordinal } => {
-                serde_json::json!({ "lsn": commit_lsn.to_string(), "ordinal": ordinal })
+            CdcPosition::Stream {
+                commit_lsn,
+                ordinal,
+                resnapshot,
+            } => {
+                let mut json = serde_json::json!({ "lsn": commit_lsn.to_string(), "ordinal": ordinal });
+                if let Some(state) = resnapshot {
+                    json["resnapshot"] = serde_json::json!({ "tables": state.tables, "last_key": state.last_key });
+                }
+                json
             }
             CdcPosition::Snapshot(s) => serde_json::json!({
                 "snapshot": { "table": s.table, "table_ordinal": s.table_ordinal, "rows": s.rows, "last_key": s.last_key, "consistent_lsn": s.consistent_lsn }
@@ -113,7 +155,15 @@ impl CdcPosition {
             .get("ordinal")
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(u64::MAX);
-        Ok(CdcPosition::Stream { commit_lsn, ordinal })
+        let resnapshot = value
+            .get("resnapshot")
+            .map(|r| serde_json::from_value(r.clone()).map_err(|e| format!("bad re-snapshot state: {e}")))
+            .transpose()?;
+        Ok(CdcPosition::Stream {
+            commit_lsn,
+            ordinal,
+            resnapshot,
+        })
     }
 }
 
@@ -140,14 +190,20 @@ mod tests {
             CdcPosition::Stream {
                 commit_lsn: Lsn(5),
                 ordinal: 3,
+                resnapshot: None,
             },
             CdcPosition::Stream {
                 commit_lsn: Lsn(5),
                 ordinal: 4,
+                resnapshot: Some(ResnapshotState {
+                    tables: vec!["public.t".into(), "s.u".into()],
+                    last_key: vec!["9".into()],
+                }),
             },
             CdcPosition::Stream {
                 commit_lsn: Lsn(6),
                 ordinal: 1,
+                resnapshot: None,
             },
         ];
         for pair in all.windows(2) {

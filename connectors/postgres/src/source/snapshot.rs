@@ -187,14 +187,15 @@ impl Snapshot {
                     let (lines, consumed) = split_lines(&scan.rest);
                     let mut last_line: Option<&[u8]> = None;
                     for line in lines {
-                        let record = row_record(
-                            &scan.table,
-                            line,
-                            &self.connector,
-                            self.consistent_lsn,
-                            scan.rows + 1,
-                            self.started_ms,
-                        )?;
+                        let info = SourceInfo {
+                            connector: &self.connector,
+                            snapshot: "true",
+                            commit_lsn: self.consistent_lsn.0,
+                            seq: scan.rows + 1,
+                            txid: None,
+                            ts_ms: self.started_ms,
+                        };
+                        let record = row_record(&scan.table, line, &info)?;
                         if !self.registered.contains(&scan.table.schema_id) {
                             self.registered.insert(Arc::clone(&scan.table.schema_id));
                             batch.push(schema_record(&scan.table));
@@ -404,7 +405,7 @@ impl Snapshot {
             let to = (from + width).min(max as i128 + 1);
             let bounds = format!("{key} >= {from} AND {key} < {to}");
             segments.push(Segment {
-                sql: copy_sql_where(table, &bounds),
+                sql: copy_sql_where(table, &bounds, None),
                 fixed: None,
             });
             from = to;
@@ -482,10 +483,20 @@ fn copy_sql(table: &TableInfo, after: Option<&[String]>, upto: Option<&[String]>
     if let Some(upto) = upto {
         conditions.push(format!("({keys}) <= ({})", literals(upto)));
     }
-    copy_sql_where(table, &conditions.join(" AND "))
+    copy_sql_where(table, &conditions.join(" AND "), None)
 }
 
-fn copy_sql_where(table: &TableInfo, condition: &str) -> String {
+/// The next `limit` rows in key order after `after` (all from the start when empty).
+pub(super) fn chunk_sql(table: &TableInfo, after: &[String], limit: u64) -> String {
+    let condition = if after.is_empty() {
+        String::new()
+    } else {
+        format!("({}) > ({})", key_list(table), literals(after))
+    };
+    copy_sql_where(table, &condition, Some(limit))
+}
+
+fn copy_sql_where(table: &TableInfo, condition: &str, limit: Option<u64>) -> String {
     let columns = table
         .columns
         .iter()
@@ -500,6 +511,9 @@ fn copy_sql_where(table: &TableInfo, condition: &str) -> String {
     if !table.key.is_empty() {
         sql.push_str(" ORDER BY ");
         sql.push_str(&key_list(table));
+    }
+    if let Some(limit) = limit {
+        sql.push_str(&format!(" LIMIT {limit}"));
     }
     sql.push_str(") TO STDOUT");
     sql
@@ -537,13 +551,11 @@ fn fields<'a>(table: &TableInfo, line: &'a [u8]) -> Result<Vec<Option<Cow<'a, [u
     Ok(fields)
 }
 
-fn row_record(
+/// A row of `COPY ... TO STDOUT` as a read event (`op` r).
+pub(super) fn row_record(
     table: &Arc<TableInfo>,
     line: &[u8],
-    connector: &str,
-    consistent_lsn: Lsn,
-    seq: u64,
-    started_ms: i64,
+    info: &SourceInfo<'_>,
 ) -> Result<SourceRecord, ConnectorError> {
     let fields = fields(table, line)?;
     let cells: Vec<Cell<'_>> = fields
@@ -559,19 +571,11 @@ fn row_record(
             table.qualified
         ))
     })?;
-    let info = SourceInfo {
-        connector,
-        snapshot: "true",
-        commit_lsn: consistent_lsn.0,
-        seq,
-        txid: None,
-        ts_ms: started_ms,
-    };
-    Ok(change.into_record(&info, now_ms()))
+    Ok(change.into_record(info, now_ms()))
 }
 
 /// The key columns of a row, in PostgreSQL's text form.
-fn key_text(table: &TableInfo, line: &[u8]) -> Result<Vec<String>, ConnectorError> {
+pub(super) fn key_text(table: &TableInfo, line: &[u8]) -> Result<Vec<String>, ConnectorError> {
     let fields = fields(table, line)?;
     Ok(table
         .key
@@ -623,6 +627,11 @@ mod tests {
             ),
             "COPY (SELECT \"a\", \"b\", \"v\" FROM \"public\".\"Order\" WHERE (\"a\", \"b\") > ('x''y', '3') \
              AND (\"a\", \"b\") <= ('z', '1') ORDER BY \"a\", \"b\") TO STDOUT"
+        );
+        assert_eq!(
+            chunk_sql(&table, &["k".into(), "7".into()], 100),
+            "COPY (SELECT \"a\", \"b\", \"v\" FROM \"public\".\"Order\" WHERE (\"a\", \"b\") > ('k', '7') \
+             ORDER BY \"a\", \"b\" LIMIT 100) TO STDOUT"
         );
         assert_eq!(
             copy_sql(&table, None, None),

@@ -14,11 +14,14 @@ use crate::replication::{Lsn, ReplicationMessage};
 use crate::source::catalog::{self, TypeCache};
 use crate::source::config::{CdcConfig, TableName};
 use crate::source::envelope::{self, Cell, Change, Op, SourceInfo};
-use crate::source::position::CdcPosition;
+use crate::source::position::{CdcPosition, ResnapshotState};
+use crate::source::resnapshot::{self, Resnapshot, SIGNAL_PREFIX, WATERMARK_PREFIX, Watermark};
+use crate::source::snapshot::{key_text, row_record};
 use crate::source::spill::{Changes, StreamedTx};
 use crate::source::table::{Column, SCHEMAS_TOPIC, TableInfo};
 use crate::source::wal::WalStream;
 use crate::source::{client_error, now_ms};
+use crate::types::copy::split_lines;
 
 /// A stream position: the commit LSN and the record's ordinal in its transaction.
 type StreamPos = (Lsn, u64);
@@ -61,6 +64,11 @@ pub struct Streamer {
     last_housekeeping: Instant,
     last_heartbeat: Instant,
     last_lag_warning: Option<Instant>,
+    /// A re-snapshot being read, ahead of what the log holds.
+    resnapshot: Option<Resnapshot>,
+    /// The re-snapshot's progress as of the last record placed in a batch: what the
+    /// batch's position says.
+    placed_resnapshot: Option<ResnapshotState>,
 }
 
 struct OpenTx {
@@ -80,8 +88,29 @@ struct Draining {
 
 struct Pending {
     pos: StreamPos,
-    record: SourceRecord,
+    /// `None`: only a new position (the re-snapshot's progress).
+    record: Option<SourceRecord>,
     table: Option<Arc<TableInfo>>,
+    resnapshot: Option<Progress>,
+}
+
+impl Pending {
+    fn record(pos: StreamPos, record: SourceRecord, table: Option<Arc<TableInfo>>) -> Pending {
+        Pending {
+            pos,
+            record: Some(record),
+            table,
+            resnapshot: None,
+        }
+    }
+}
+
+/// How a placed record moves the re-snapshot on.
+enum Progress {
+    /// A row of the table being read, with this key, is in the log.
+    Row(Vec<String>),
+    /// What is left to read, from here on.
+    Left(Option<ResnapshotState>),
 }
 
 enum Placed {
@@ -108,6 +137,7 @@ impl Streamer {
         resume: Option<StreamPos>,
         boundaries: Vec<StreamPos>,
         acknowledged: Lsn,
+        resnapshot: Option<ResnapshotState>,
     ) -> Streamer {
         Streamer {
             config,
@@ -135,6 +165,8 @@ impl Streamer {
             last_housekeeping: Instant::now(),
             last_heartbeat: Instant::now(),
             last_lag_warning: None,
+            resnapshot: resnapshot.clone().map(Resnapshot::new),
+            placed_resnapshot: resnapshot,
         }
     }
 
@@ -143,6 +175,7 @@ impl Streamer {
         &mut self,
         ctx: &SourceContext,
     ) -> Result<Option<(Vec<SourceRecord>, Position)>, ConnectorError> {
+        self.resnapshot_next_chunk().await?;
         let mut ready = false;
         while let Some(pending) = self.carry.pop_front() {
             match self.place(pending) {
@@ -181,14 +214,14 @@ impl Streamer {
             ready = self.handle(ctx, payload).await?;
         }
         self.housekeeping(ctx).await?;
-        if self.batch.is_empty() {
+        let Some(last) = self.batch_last else {
             self.acknowledge_if_idle();
             return Ok(None);
-        }
-        let Some(last) = self.batch_last else { return Ok(None) };
+        };
         let position = CdcPosition::Stream {
             commit_lsn: last.0,
             ordinal: last.1,
+            resnapshot: self.placed_resnapshot.clone(),
         }
         .encode();
         self.acks.push_back((position.clone(), self.tx_done_end));
@@ -323,7 +356,15 @@ impl Streamer {
                 if !message.transactional {
                     self.quiet_end = self.quiet_end.max(message.lsn);
                 }
-                Ok(false)
+                match message.prefix.as_str() {
+                    SIGNAL_PREFIX if message.xid.is_some() => {
+                        tracing::warn!(connector = %self.connector, lsn = %message.lsn, "Ignoring a plexus.signal message inside a large in-progress transaction: send signals in a transaction of their own.");
+                        Ok(false)
+                    }
+                    SIGNAL_PREFIX => self.signal(message.lsn, &message.content).await,
+                    WATERMARK_PREFIX => self.watermark(ctx, &message.content),
+                    _ => Ok(false),
+                }
             }
             Message::Insert(insert) => {
                 let table = self.table(insert.relation)?;
@@ -335,6 +376,19 @@ impl Streamer {
                 let table = self.table(update.relation)?;
                 let new = cells(&update.new);
                 let old = update.old.as_ref().map(|o| cells(o.tuple()));
+                let streamed = update.xid.is_some();
+                let xid = update.xid.unwrap_or(0);
+                if let Some(old) = old.as_deref()
+                    && key_changed(&table, old, &new)
+                {
+                    // As Debezium does: a delete of the old key and a create of the new
+                    // one, so that a sink applying by key drops the old row.
+                    let delete = envelope::change(&table, Op::Delete, Some(old), None, lsn.0, xid);
+                    let full = self.change(ctx, delete, streamed, &table, lsn)?;
+                    let new = fill_unchanged(&new, old);
+                    let create = envelope::change(&table, Op::Create, None, Some(&new), lsn.0, xid);
+                    return Ok(self.change(ctx, create, streamed, &table, lsn)? | full);
+                }
                 let change = envelope::change(
                     &table,
                     Op::Update,
@@ -457,6 +511,14 @@ impl Streamer {
         tx.ordinal += 1;
         tx.events += 1;
         *tx.tables.entry(change.table.qualified.clone()).or_default() += 1;
+        if let Some(window) = self.resnapshot.as_mut().and_then(|r| r.window.as_mut()) {
+            let key = if change.op == Op::Truncate {
+                None
+            } else {
+                change.key.as_ref()
+            };
+            window.observe(&change.table.qualified, key);
+        }
         let info = SourceInfo {
             connector: &self.connector,
             snapshot: "false",
@@ -470,18 +532,10 @@ impl Streamer {
             .flatten();
         let table = Arc::clone(&change.table);
         let record = change.into_record(&info, now_ms());
-        let mut full = self.offer(Pending {
-            pos: (tx.commit_lsn, tx.ordinal),
-            record,
-            table: Some(Arc::clone(&table)),
-        });
+        let mut full = self.offer(Pending::record((tx.commit_lsn, tx.ordinal), record, Some(table)));
         if let Some(tombstone) = tombstone {
             tx.ordinal += 1;
-            full |= self.offer(Pending {
-                pos: (tx.commit_lsn, tx.ordinal),
-                record: tombstone,
-                table: None,
-            });
+            full |= self.offer(Pending::record((tx.commit_lsn, tx.ordinal), tombstone, None));
         }
         full
     }
@@ -531,11 +585,7 @@ impl Streamer {
             headers: Vec::new(),
             topic: Some("transaction".to_owned()),
         };
-        self.offer(Pending {
-            pos: (tx.commit_lsn, tx.ordinal),
-            record,
-            table: None,
-        })
+        self.offer(Pending::record((tx.commit_lsn, tx.ordinal), record, None))
     }
 
     /// Places a record, or carries it to the next batch. True when the batch must be
@@ -576,8 +626,19 @@ impl Streamer {
             self.registered.insert(Arc::clone(&table.schema_id));
             self.batch.push(schema_record(table));
         }
-        self.batch.push(pending.record);
-        self.batch_changes += 1;
+        if let Some(record) = pending.record {
+            self.batch.push(record);
+            self.batch_changes += 1;
+        }
+        match pending.resnapshot {
+            Some(Progress::Row(key)) => {
+                if let Some(state) = &mut self.placed_resnapshot {
+                    state.last_key = key;
+                }
+            }
+            Some(Progress::Left(state)) => self.placed_resnapshot = state,
+            None => {}
+        }
         self.batch_last = Some(pos);
         let at_boundary = self.boundaries.front() == Some(&pos);
         if at_boundary {
@@ -586,6 +647,222 @@ impl Streamer {
         Placed::Added {
             full: at_boundary || self.batch_changes >= self.config.batch_size,
         }
+    }
+
+    /// A `plexus.signal` message: tables to re-snapshot, queued after any being read.
+    async fn signal(&mut self, lsn: Lsn, content: &[u8]) -> Result<bool, ConnectorError> {
+        let pos = self
+            .open
+            .as_ref()
+            .map_or((lsn, 0), |tx| (tx.commit_lsn, tx.ordinal + 1));
+        if self.resume.is_some_and(|resume| pos <= resume) {
+            // Acted on before the restart: the resume position says how far it got.
+            return Ok(false);
+        }
+        let tables = match resnapshot::parse_signal(content, &self.connector, &self.config) {
+            Ok(tables) => tables,
+            Err(e) => {
+                tracing::warn!(connector = %self.connector, %lsn, "Ignoring a plexus.signal message: {e}");
+                return Ok(false);
+            }
+        };
+        let mut added = Vec::new();
+        for name in tables {
+            let qualified = name.to_string();
+            let queued = self
+                .resnapshot
+                .as_ref()
+                .is_some_and(|r| r.state.tables.contains(&qualified));
+            if queued || added.contains(&qualified) {
+                continue;
+            }
+            let table =
+                catalog::load_table(&mut self.conn, &self.config.connect.database, &name, &mut self.types).await?;
+            if table.key.is_empty() {
+                tracing::warn!(connector = %self.connector, table = %qualified, "Cannot re-snapshot a table without a primary key while streaming: its rows cannot be told apart from the changes.");
+                continue;
+            }
+            added.push(qualified);
+        }
+        if added.is_empty() {
+            return Ok(false);
+        }
+        tracing::info!(connector = %self.connector, tables = ?added, "Re-snapshot asked for: reading the tables in chunks while streaming.");
+        let resnapshot = self.resnapshot.get_or_insert_with(|| {
+            Resnapshot::new(ResnapshotState {
+                tables: Vec::new(),
+                last_key: Vec::new(),
+            })
+        });
+        resnapshot.state.tables.extend(added);
+        let left = Some(resnapshot.state.clone());
+        let pos = match self.open.as_mut() {
+            Some(tx) => {
+                tx.ordinal += 1;
+                (tx.commit_lsn, tx.ordinal)
+            }
+            None => pos,
+        };
+        Ok(self.offer(Pending {
+            pos,
+            record: None,
+            table: None,
+            resnapshot: Some(Progress::Left(left)),
+        }))
+    }
+
+    /// A re-snapshot watermark: the low one opens the chunk's window, the high one
+    /// emits what the window's changes did not supersede.
+    fn watermark(&mut self, ctx: &SourceContext, content: &[u8]) -> Result<bool, ConnectorError> {
+        let Some(resnapshot) = &mut self.resnapshot else {
+            return Ok(false);
+        };
+        let mark = resnapshot.watermark(content);
+        let Some(window) = &mut resnapshot.window else {
+            return Ok(false);
+        };
+        match mark {
+            Some(Watermark::Low(id)) if id == window.id => {
+                window.open = true;
+                Ok(false)
+            }
+            Some(Watermark::High(id)) if id == window.id => self.emit_chunk(ctx),
+            // An earlier process's, replayed after a restart, or another chunk's.
+            _ => Ok(false),
+        }
+    }
+
+    /// The chunk's rows not superseded by the window's changes, in the high watermark's
+    /// transaction, each moving the re-snapshot's progress on.
+    fn emit_chunk(&mut self, ctx: &SourceContext) -> Result<bool, ConnectorError> {
+        let Some(mut resnapshot) = self.resnapshot.take() else {
+            return Ok(false);
+        };
+        let Some(window) = resnapshot.window.take() else {
+            return Ok(false);
+        };
+        let rows = resnapshot.take_rows()?;
+        let mut tx = self
+            .open
+            .take()
+            .ok_or_else(|| protocol("a re-snapshot watermark outside a transaction"))?;
+        let table = &window.table;
+        let (lines, consumed) = split_lines(&rows);
+        if consumed != rows.len() {
+            return Err(ConnectorError::retriable(format!(
+                "a re-snapshot chunk of {} ended in the middle of a row",
+                table.qualified
+            )));
+        }
+        let (mut full, mut count, mut last) = (false, 0u64, None);
+        for line in lines {
+            count += 1;
+            let key = key_text(table, line)?;
+            let info = SourceInfo {
+                connector: &self.connector,
+                snapshot: "incremental",
+                commit_lsn: tx.commit_lsn.0,
+                seq: tx.ordinal + 1,
+                txid: None,
+                ts_ms: tx.commit_ms,
+            };
+            let record = row_record(table, line, &info)?;
+            let superseded = window.truncated || record.key.as_ref().is_some_and(|k| window.seen.contains(k));
+            if !superseded {
+                tx.ordinal += 1;
+                resnapshot.table_rows += 1;
+                full |= self.offer(Pending {
+                    pos: (tx.commit_lsn, tx.ordinal),
+                    record: Some(record),
+                    table: Some(Arc::clone(table)),
+                    resnapshot: Some(Progress::Row(key.clone())),
+                });
+            }
+            last = Some(key);
+        }
+        ctx.metrics()
+            .snapshot_rows
+            .fetch_add(count as i64, std::sync::atomic::Ordering::Relaxed);
+        match last {
+            Some(last) if count >= self.config.resnapshot_chunk_rows => resnapshot.state.last_key = last,
+            _ => {
+                // The table is done.
+                tracing::info!(
+                    connector = %self.connector,
+                    table = %table.qualified,
+                    rows = resnapshot.table_rows,
+                    seconds = resnapshot.table_started.elapsed().as_secs(),
+                    "Re-snapshot of the table finished."
+                );
+                if !resnapshot.state.tables.is_empty() {
+                    resnapshot.state.tables.remove(0);
+                }
+                resnapshot.state.last_key.clear();
+                resnapshot.table_rows = 0;
+                resnapshot.table_started = Instant::now();
+            }
+        }
+        let left = (!resnapshot.state.tables.is_empty()).then(|| resnapshot.state.clone());
+        tx.ordinal += 1;
+        full |= self.offer(Pending {
+            pos: (tx.commit_lsn, tx.ordinal),
+            record: None,
+            table: None,
+            resnapshot: Some(Progress::Left(left.clone())),
+        });
+        self.open = Some(tx);
+        // When nothing is left the reader's task ends with it.
+        self.resnapshot = left.is_some().then_some(resnapshot);
+        Ok(full)
+    }
+
+    /// Asks for the next chunk of a re-snapshot when none is under way.
+    async fn resnapshot_next_chunk(&mut self) -> Result<(), ConnectorError> {
+        let Some(resnapshot) = &mut self.resnapshot else {
+            return Ok(());
+        };
+        resnapshot.poll_reader()?;
+        if resnapshot.window.is_some() {
+            return Ok(());
+        }
+        while let Some(first) = self.resnapshot.as_ref().and_then(|r| r.state.tables.first().cloned()) {
+            let name = self.config.tables.iter().find(|t| t.to_string() == first).cloned();
+            let table = match name {
+                Some(name) => Some(
+                    catalog::load_table(&mut self.conn, &self.config.connect.database, &name, &mut self.types).await?,
+                ),
+                None => None,
+            };
+            match table {
+                Some(table) if !table.key.is_empty() => {
+                    let limit = self.config.resnapshot_chunk_rows;
+                    if let Some(resnapshot) = &mut self.resnapshot {
+                        resnapshot.request(&self.config, Arc::new(table), limit).await?;
+                    }
+                    return Ok(());
+                }
+                _ => {
+                    tracing::warn!(connector = %self.connector, table = %first, "Dropping a table from the re-snapshot: it is no longer captured or has no primary key.");
+                    for state in [
+                        self.resnapshot.as_mut().map(|r| &mut r.state),
+                        self.placed_resnapshot.as_mut(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        if state.tables.first() == Some(&first) {
+                            state.last_key.clear();
+                        }
+                        state.tables.retain(|t| *t != first);
+                    }
+                    if self.placed_resnapshot.as_ref().is_some_and(|s| s.tables.is_empty()) {
+                        self.placed_resnapshot = None;
+                    }
+                }
+            }
+        }
+        self.resnapshot = None;
+        Ok(())
     }
 
     fn table(&self, relation: u32) -> Result<Arc<TableInfo>, ConnectorError> {
@@ -661,6 +938,26 @@ fn cells(tuple: &Tuple) -> Vec<Cell<'_>> {
             ColumnValue::Null => Cell::Null,
             ColumnValue::UnchangedToast => Cell::Unchanged,
             ColumnValue::Text(text) | ColumnValue::Binary(text) => Cell::Text(text),
+        })
+        .collect()
+}
+
+/// Whether an update gave the row another key (the old image has the key columns).
+fn key_changed(table: &TableInfo, old: &[Cell<'_>], new: &[Cell<'_>]) -> bool {
+    !table.key.is_empty()
+        && table.key.iter().any(|&i| match (old.get(i), new.get(i)) {
+            (Some(Cell::Text(a)), Some(Cell::Text(b))) => a != b,
+            _ => false,
+        })
+}
+
+/// The new row with unchanged TOASTed values taken from the old image where it has them.
+fn fill_unchanged<'a>(new: &[Cell<'a>], old: &[Cell<'a>]) -> Vec<Cell<'a>> {
+    new.iter()
+        .zip(old.iter().chain(std::iter::repeat(&Cell::Unchanged)))
+        .map(|(&n, &o)| match (n, o) {
+            (Cell::Unchanged, Cell::Text(_)) => o,
+            _ => n,
         })
         .collect()
 }
