@@ -56,6 +56,13 @@ pub fn sql_error(doing: &str, error: sqlx::Error) -> ConnectorError {
         sqlx::Error::Database(db) => db.message().to_owned(),
         other => other.to_string(),
     };
+    if is_tls_failure(&error) {
+        return ConnectorError::config(format!(
+            "{doing}: {message}; check `sslmode` and `sslrootcert` (the CA that signed the server's certificate), \
+             and that `host` is a name the certificate holds"
+        ))
+        .with_source(error);
+    }
     match code.as_deref() {
         Some("28P01" | "28000") => ConnectorError::config(format!(
             "{doing}: {message}; check `user` and `password`, and that pg_hba.conf lets this user connect"
@@ -71,6 +78,16 @@ pub fn sql_error(doing: &str, error: sqlx::Error) -> ConnectorError {
         None => ConnectorError::retriable(format!("{doing}: {message}")),
     }
     .with_source(error)
+}
+
+/// A TLS handshake that failed (a certificate refused, TLS refused by the server):
+/// retrying cannot help. sqlx reports rustls' errors inside an I/O error.
+fn is_tls_failure(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()),
+        _ => false,
+    }
 }
 
 /// Checks what logical replication needs, with the exact fix when something is missing.

@@ -301,6 +301,18 @@ impl Source for PostgresCdcSource {
                     )
                     .await?;
                     self.phase = Phase::Streaming(Box::new(streamer));
+                    // The log must say that the snapshot is complete: a restart before
+                    // the first change would otherwise read on past the consistent
+                    // point, rows that the stream delivers too.
+                    let position = CdcPosition::Stream {
+                        commit_lsn: consistent,
+                        ordinal: 0,
+                        resnapshot: None,
+                    };
+                    return Ok(Poll::Batch(SourceBatch {
+                        records: Vec::new(),
+                        position: position.encode(),
+                    }));
                 }
                 Phase::Streaming(streamer) => {
                     return Ok(match streamer.next_batch(ctx).await? {
