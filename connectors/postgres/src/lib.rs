@@ -1,11 +1,15 @@
 //! `plexus-connector-postgres`: change data capture from PostgreSQL.
 //!
-//! This crate will hold the `postgres-cdc` source: a consistent snapshot of the chosen
-//! tables, then every committed change read from a logical replication slot with the
-//! built-in `pgoutput` plugin, acknowledged to the server only once durable in the log.
+//! The `postgres-cdc` source ([`PostgresCdcFactory`]): a consistent snapshot of the
+//! chosen tables, then every committed change read from a logical replication slot with
+//! the built-in `pgoutput` plugin, acknowledged to the server only once durable in the
+//! log; tables can be read again while streaming, on request. Underneath:
 //!
-//! What exists so far is the protocol decoder, which does no I/O (bytes in, typed values
-//! out), so that it can be tested exhaustively without a server:
+//! - [`client`]: a thin replication-protocol client (TLS, SCRAM) on `postgres-protocol`.
+//! - [`types`]: PostgreSQL values in their text form to JSON, and their Arrow types.
+//!
+//! and the protocol decoder, which does no I/O (bytes in, typed values out), so that it
+//! can be tested exhaustively without a server:
 //!
 //! - [`replication`]: the CopyData payloads of the streaming replication protocol after
 //!   `START_REPLICATION ... LOGICAL`: WAL data and keepalives from the server, standby
