@@ -3,93 +3,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use plexus_config::{Secret, Settings, Value};
-use plexus_connector::{
-    CollectDeadLetters, ConnectorFactory, Poll, Position, Source, SourceContext, SourceRecord, TaskMetrics,
-};
-use plexus_connector_postgres::{PostgresCdcFactory, SCHEMAS_TOPIC};
+use common::{Collector, changes, context, count_ops, is_change};
+use plexus_config::{Settings, Value};
+use plexus_connector::{ConnectorFactory, Poll, Position, SourceRecord};
+use plexus_connector_postgres::PostgresCdcFactory;
 use plexus_tests::TempPostgres;
-use plexus_tests::postgres::{PASSWORD, USER};
 use serde_json::Value as Json;
 
+/// The shared settings, with snapshot chunks small enough that a table of a few
+/// thousand rows takes several.
 fn settings(pg: &TempPostgres, tables: &[&str]) -> Settings {
-    let mut s = Settings::new();
-    s.insert("host", Value::String("127.0.0.1".into()));
-    s.insert("port", Value::Integer(i64::from(pg.port())));
-    s.insert("user", Value::String(USER.into()));
-    s.insert("password", Value::Secret(Secret::new(PASSWORD)));
-    s.insert("database", Value::String("postgres".into()));
-    s.insert("sslmode", Value::String("disable".into()));
-    s.insert(
-        "tables",
-        Value::StringList(tables.iter().map(|t| (*t).to_owned()).collect()),
-    );
-    s.insert("snapshot_chunk_rows", Value::Integer(1000));
-    s
-}
-
-fn context() -> SourceContext {
-    SourceContext::new(
-        "pgtest",
-        0,
-        Arc::new(TaskMetrics::default()),
-        Arc::new(CollectDeadLetters::default()),
-    )
-}
-
-/// Polls until `done` says the records so far are enough (30 s at most), committing
-/// every batch as the runtime would.
-async fn poll_until(
-    source: &mut dyn Source,
-    ctx: &SourceContext,
-    records: &mut Vec<SourceRecord>,
-    last: &mut Option<Position>,
-    done: impl Fn(&[SourceRecord]) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done(records) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out; got {} records: {:?}",
-            records.len(),
-            changes(records)
-        );
-        match source.poll(ctx).await.unwrap() {
-            Poll::Batch(batch) => {
-                if let Some(previous) = last {
-                    assert!(batch.position > *previous, "positions must increase");
-                }
-                records.extend(batch.records);
-                source.commit(&batch.position).await.unwrap();
-                *last = Some(batch.position);
-            }
-            Poll::Idle => tokio::time::sleep(Duration::from_millis(20)).await,
-            Poll::Finished => panic!("a CDC source never finishes"),
-        }
-    }
-}
-
-fn changes(records: &[SourceRecord]) -> Vec<(Option<String>, Option<Json>)> {
-    records
-        .iter()
-        .filter(|r| r.topic.as_deref() != Some(SCHEMAS_TOPIC))
-        .map(|r| {
-            (
-                r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                r.value.as_ref().map(|v| serde_json::from_slice(v).unwrap()),
-            )
-        })
-        .collect()
-}
-
-fn count_ops(records: &[SourceRecord], op: &str) -> usize {
-    changes(records)
-        .iter()
-        .filter(|(_, v)| v.as_ref().is_some_and(|v| v["op"] == op))
-        .count()
+    let mut settings = common::settings(pg, tables);
+    settings.insert("snapshot_chunk_rows", Value::Integer(1000));
+    settings
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,13 +38,12 @@ async fn snapshot_then_changes_in_commit_order_and_resume_after_the_log() {
     let mut source = factory.create_source(&settings).unwrap();
     source.start(&ctx, None).await.unwrap();
 
-    let mut records = Vec::new();
-    let mut last = None;
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        count_ops(r, "r") >= 2500
-    })
-    .await;
-    let reads = changes(&records);
+    let mut collector = Collector::new(Vec::new());
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| count_ops(&c.log, "r") >= 2500)
+        .await;
+    let records = &collector.log;
+    let reads = changes(records);
     let ids: Vec<i64> = reads
         .iter()
         .map(|(_, v)| v.as_ref().unwrap()["after"]["id"].as_i64().unwrap())
@@ -129,10 +58,7 @@ async fn snapshot_then_changes_in_commit_order_and_resume_after_the_log() {
     assert_eq!(first["after"]["price"], "1.25");
     assert_eq!(first["source"]["table"], "items");
     assert_eq!(first["source"]["snapshot"], "true");
-    let schemas: Vec<_> = records
-        .iter()
-        .filter(|r| r.topic.as_deref() == Some(SCHEMAS_TOPIC))
-        .collect();
+    let schemas: Vec<_> = records.iter().filter(|r| !is_change(r)).collect();
     assert_eq!(schemas.len(), 1, "the schema is registered once");
     let schema: Json = serde_json::from_slice(schemas[0].value.as_ref().unwrap()).unwrap();
     assert_eq!(schema["columns"][2]["type"], "numeric(12,2)");
@@ -154,12 +80,11 @@ async fn snapshot_then_changes_in_commit_order_and_resume_after_the_log() {
         ),
     )
     .unwrap();
-    records.clear();
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        count_ops(r, "u") >= 2
-    })
-    .await;
-    let events = changes(&records);
+    collector.log.clear();
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| count_ops(&c.log, "u") >= 2)
+        .await;
+    let events = changes(&collector.log);
     let ops: Vec<String> = events
         .iter()
         .map(|(_, v)| {
@@ -215,17 +140,16 @@ async fn snapshot_then_changes_in_commit_order_and_resume_after_the_log() {
     pg.psql("postgres", "INSERT INTO items VALUES (4001, 'after restart', 1, NULL)")
         .unwrap();
     let mut source = factory.create_source(&settings).unwrap();
-    source.start(&ctx, last.clone()).await.unwrap();
-    records.clear();
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        count_ops(r, "c") >= 1
-    })
-    .await;
+    source.start(&ctx, collector.last.clone()).await.unwrap();
+    collector.log.clear();
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| count_ops(&c.log, "c") >= 1)
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     if let Poll::Batch(batch) = source.poll(&ctx).await.unwrap() {
-        records.extend(batch.records);
+        collector.log.extend(batch.records);
     }
-    let events = changes(&records);
+    let events = changes(&collector.log);
     assert_eq!(events.len(), 1, "nothing replayed: {events:?}");
     assert_eq!(events[0].1.as_ref().unwrap()["after"]["id"], 4001);
     source.stop().await.unwrap();
@@ -243,10 +167,8 @@ async fn a_large_transaction_streams_in_order_through_the_spill() {
     let ctx = context();
     let mut source = factory.create_source(&settings).unwrap();
     source.start(&ctx, None).await.unwrap();
-    let mut records = Vec::new();
-    let mut last = None;
+    let mut collector = Collector::new(Vec::new());
     // An empty snapshot; then one transaction of 100,000 rows and a rolled-back savepoint.
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |_| true).await;
     pg.psql(
         "postgres",
         "BEGIN; INSERT INTO big SELECT g, repeat('x', 50) FROM generate_series(1, 50000) g;
@@ -254,11 +176,10 @@ async fn a_large_transaction_streams_in_order_through_the_spill() {
          INSERT INTO big SELECT g, 'y' FROM generate_series(50001, 100000) g; COMMIT;",
     )
     .unwrap();
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        count_ops(r, "c") >= 100_000
-    })
-    .await;
-    let ids: Vec<i64> = changes(&records)
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| count_ops(&c.log, "c") >= 100_000)
+        .await;
+    let ids: Vec<i64> = changes(&collector.log)
         .iter()
         .filter_map(|(_, v)| v.as_ref()?["after"]["id"].as_i64())
         .collect();
@@ -293,21 +214,19 @@ async fn a_column_added_mid_stream_is_a_new_schema_and_truncate_an_event() {
     let ctx = context();
     let mut source = PostgresCdcFactory::new().create_source(&settings(&pg, &["s"])).unwrap();
     source.start(&ctx, None).await.unwrap();
-    let mut records = Vec::new();
-    let mut last = None;
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |_| true).await;
+    let mut collector = Collector::new(Vec::new());
     pg.psql(
         "postgres",
         "INSERT INTO s VALUES (1, 'x'); ALTER TABLE s ADD COLUMN b int; INSERT INTO s VALUES (2, 'y', 5); TRUNCATE s;",
     )
     .unwrap();
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        count_ops(r, "t") >= 1
-    })
-    .await;
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| count_ops(&c.log, "t") >= 1)
+        .await;
+    let records = &collector.log;
     let schemas: Vec<Json> = records
         .iter()
-        .filter(|r| r.topic.as_deref() == Some(SCHEMAS_TOPIC))
+        .filter(|r| !is_change(r))
         .map(|r| serde_json::from_slice(r.value.as_ref().unwrap()).unwrap())
         .collect();
     assert_eq!(schemas.len(), 2, "two versions: {schemas:?}");
@@ -343,29 +262,6 @@ fn fold(records: &[SourceRecord], into: &mut std::collections::BTreeMap<i64, Jso
     }
 }
 
-/// One poll, its batch (if any) committed; false when the source was idle.
-async fn poll_once(
-    source: &mut dyn Source,
-    ctx: &SourceContext,
-    records: &mut Vec<SourceRecord>,
-    last: &mut Option<Position>,
-) -> bool {
-    match source.poll(ctx).await.unwrap() {
-        Poll::Batch(batch) => {
-            assert!(
-                last.as_ref().is_none_or(|l| batch.position > *l),
-                "positions must increase"
-            );
-            records.extend(batch.records);
-            source.commit(&batch.position).await.unwrap();
-            *last = Some(batch.position);
-            true
-        }
-        Poll::Idle => false,
-        Poll::Finished => panic!("a CDC source never finishes"),
-    }
-}
-
 fn resnapshot_state(factory: &PostgresCdcFactory, position: &Position) -> Option<Json> {
     factory.position_to_json(position).get("resnapshot").cloned()
 }
@@ -386,26 +282,17 @@ async fn a_table_is_snapshotted_again_while_changes_stream_and_after_a_restart()
     settings.insert("snapshot_mode", Value::String("never".into()));
     settings.insert("resnapshot_chunk_rows", Value::Integer(4000));
     settings.insert("batch_size", Value::Integer(700));
-    let metrics = Arc::new(TaskMetrics::default());
-    let ctx = SourceContext::new(
-        "pgtest",
-        0,
-        Arc::clone(&metrics),
-        Arc::new(CollectDeadLetters::default()),
-    );
+    let ctx = context();
     let mut source = factory.create_source(&settings).unwrap();
     source.start(&ctx, None).await.unwrap();
-    let mut records = Vec::new();
-    let mut last = None;
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |_| true).await;
+    let mut collector = Collector::new(Vec::new());
 
     // A new key is a delete of the old one and a create of the new one.
     pg.psql("postgres", "UPDATE acc SET id = 100001 WHERE id = 1").unwrap();
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        count_ops(r, "c") >= 1
-    })
-    .await;
-    let events = changes(&records);
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| count_ops(&c.log, "c") >= 1)
+        .await;
+    let events = changes(&collector.log);
     assert_eq!(events.len(), 3, "{events:?}");
     assert_eq!(events[0].1.as_ref().unwrap()["op"], "d");
     assert_eq!(events[0].0.as_deref(), Some("{\"id\":1}"));
@@ -418,7 +305,7 @@ async fn a_table_is_snapshotted_again_while_changes_stream_and_after_a_restart()
 
     // Changes keep coming while the table is read again in chunks.
     let url = pg.url("postgres");
-    let progress = Arc::clone(&metrics);
+    let progress = ctx.clone();
     let writer = tokio::spawn(async move {
         let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
         // Each row changes at most once, just ahead of where the re-snapshot reads, so
@@ -429,7 +316,11 @@ async fn a_table_is_snapshotted_again_while_changes_stream_and_after_a_restart()
             seed = seed
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
-            let read = progress.snapshot_rows.load(std::sync::atomic::Ordering::Relaxed).max(0) as u64;
+            let read = progress
+                .metrics()
+                .snapshot_rows
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(0) as u64;
             let id = (read + 1 + (seed >> 33) % 4000).clamp(2, 20_000);
             if !touched.insert(id) {
                 continue;
@@ -466,45 +357,47 @@ async fn a_table_is_snapshotted_again_while_changes_stream_and_after_a_restart()
                 .is_some_and(|k| k >= key)
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !state_past(&last, 8000) {
+        while !state_past(&collector.last, 8000) {
             assert!(Instant::now() < deadline, "the re-snapshot did not get to key 8000");
-            poll_once(source.as_mut(), &ctx, &mut records, &mut last).await;
+            collector.poll_once(source.as_mut(), &ctx).await.unwrap();
         }
-        resnapshot_state(factory, last.as_ref().unwrap()).unwrap()
+        resnapshot_state(factory, collector.last.as_ref().unwrap()).unwrap()
     };
     source.stop().await.unwrap();
-    fold(&records, &mut table);
-    let reads_before = count_ops(&records, "r");
-    records.clear();
+    fold(&collector.log, &mut table);
+    let reads_before = count_ops(&collector.log, "r");
+    collector.log.clear();
     let mut source = factory.create_source(&settings).unwrap();
-    source.start(&ctx, last.clone()).await.unwrap();
+    source.start(&ctx, collector.last.clone()).await.unwrap();
 
     // Done when the re-snapshot finished and the writer's last change arrived.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let busy = poll_once(source.as_mut(), &ctx, &mut records, &mut last).await;
-        if !busy && writer.is_finished() && last.as_ref().is_some_and(|p| resnapshot_state(&factory, p).is_none()) {
+        let busy = collector.poll_once(source.as_mut(), &ctx).await.unwrap();
+        let last = collector.last.as_ref();
+        if !busy && writer.is_finished() && last.is_some_and(|p| resnapshot_state(&factory, p).is_none()) {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "the re-snapshot did not finish: {:?}",
-            last.as_ref().map(|p| factory.position_to_json(p))
+            last.map(|p| factory.position_to_json(p))
         );
     }
     writer.await.unwrap();
     pg.psql("postgres", "INSERT INTO acc VALUES (999999, 0, 'end')")
         .unwrap();
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        changes(r)
-            .iter()
-            .any(|(_, v)| v.as_ref().is_some_and(|v| v["after"]["id"] == 999_999))
-    })
-    .await;
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| {
+            changes(&c.log)
+                .iter()
+                .any(|(_, v)| v.as_ref().is_some_and(|v| v["after"]["id"] == 999_999))
+        })
+        .await;
     source.stop().await.unwrap();
-    fold(&records, &mut table);
+    fold(&collector.log, &mut table);
 
-    let reads: Vec<Json> = changes(&records)
+    let reads: Vec<Json> = changes(&collector.log)
         .into_iter()
         .filter_map(|(_, v)| v.filter(|v| v["op"] == "r"))
         .collect();

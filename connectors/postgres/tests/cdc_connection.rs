@@ -7,21 +7,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+#[path = "common/tls.rs"]
+mod tls;
+
+use tls::CertificateAuthority;
+
+// `count_ops` goes unused: the log here keeps events, not records.
+#[allow(dead_code)]
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use plexus_config::{Secret, Settings, Value};
-use plexus_connector::{
-    CollectDeadLetters, ConnectorError, ConnectorFactory, ErrorKind, Poll, Position, Source, SourceContext, TaskMetrics,
-};
-use plexus_connector_postgres::{PostgresCdcFactory, SCHEMAS_TOPIC};
+use common::{Collector, Log, context, is_change, settings};
+use plexus_config::{Settings, Value};
+use plexus_connector::{ConnectorFactory, ErrorKind, Poll, Position, Source, SourceContext, SourceRecord};
+use plexus_connector_postgres::PostgresCdcFactory;
 use plexus_tests::TempPostgres;
-use plexus_tests::postgres::{PASSWORD, USER};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
 use serde_json::Value as Json;
 
 /// The source's `application_name` on every connection (`plexus <connector>`).
@@ -50,22 +53,23 @@ async fn the_source_runs_over_tls_and_refuses_an_unknown_ca() {
     ];
     for (round, (host, sslmode, root)) in runs.into_iter().enumerate() {
         let what = format!("host {host}, sslmode={sslmode}");
-        let mut settings = settings(&pg, host, sslmode);
+        let mut settings = settings(&pg, &["t"]);
+        settings.insert("host", Value::String(host.into()));
+        settings.insert("sslmode", Value::String(sslmode.into()));
         if let Some(root) = root {
             settings.insert("sslrootcert", Value::String(root.display().to_string()));
         }
         let mut source = PostgresCdcFactory::new().create_source(&settings).unwrap();
         source.start(&ctx, None).await.unwrap_or_else(|e| panic!("{what}: {e}"));
-        let mut collected = Collected::default();
+        let mut collected = Collector::new(Vec::<Event>::new());
         // Each run starts over (no position): a new slot, a full snapshot.
         let rows = 3 + round;
         collected
-            .poll_until(source.as_mut(), &ctx, |c| c.events.len() == rows)
-            .await
-            .unwrap();
-        let ids: Vec<i64> = collected.events.iter().map(|e| e.id).collect();
+            .poll_until(source.as_mut(), &ctx, |c| c.log.len() == rows)
+            .await;
+        let ids: Vec<i64> = collected.log.iter().map(|e| e.id).collect();
         assert_eq!(ids, (1..=rows as i64).collect::<Vec<_>>(), "{what}");
-        assert!(collected.events.iter().all(|e| e.op == "r"), "{what}");
+        assert!(collected.log.iter().all(|e| e.op == "r"), "{what}");
 
         let id = rows as i64 + 1;
         pg.psql(
@@ -74,10 +78,9 @@ async fn the_source_runs_over_tls_and_refuses_an_unknown_ca() {
         )
         .unwrap();
         collected
-            .poll_until(source.as_mut(), &ctx, |c| c.events.len() == rows + 2)
-            .await
-            .unwrap();
-        let streamed: Vec<(i64, &str, &str)> = collected.events[rows..]
+            .poll_until(source.as_mut(), &ctx, |c| c.log.len() == rows + 2)
+            .await;
+        let streamed: Vec<(i64, &str, &str)> = collected.log[rows..]
             .iter()
             .map(|e| (e.id, e.op.as_str(), e.v.as_str()))
             .collect();
@@ -100,7 +103,8 @@ async fn the_source_runs_over_tls_and_refuses_an_unknown_ca() {
     // An unknown CA: refused at start, with an error that says why, and not retried:
     // the certificate will not change by itself (the replication client's TLS errors are
     // configuration errors too).
-    let mut settings = settings(&pg, "127.0.0.1", "verify-full");
+    let mut settings = settings(&pg, &["t"]);
+    settings.insert("sslmode", Value::String("verify-full".into()));
     settings.insert("sslrootcert", Value::String(other_ca_file.display().to_string()));
     let mut source = PostgresCdcFactory::new().create_source(&settings).unwrap();
     let error = source.start(&ctx, None).await.unwrap_err();
@@ -123,7 +127,7 @@ async fn lost_connections_are_retriable_and_a_restart_loses_nothing() {
     )
     .unwrap();
     let factory = PostgresCdcFactory::new();
-    let mut settings = settings(&pg, "127.0.0.1", "disable");
+    let mut settings = settings(&pg, &["t"]);
     settings.insert("batch_size", Value::Integer(50));
     // A heartbeat at every housekeeping round (every few seconds): the ordinary
     // connection is in use all along.
@@ -134,19 +138,17 @@ async fn lost_connections_are_retriable_and_a_restart_loses_nothing() {
     let ctx = context();
     let mut source = factory.create_source(&settings).unwrap();
     source.start(&ctx, None).await.unwrap();
-    let mut collected = Collected::default();
+    let mut collected = Collector::new(Vec::<Event>::new());
     collected
-        .poll_until(source.as_mut(), &ctx, |c| c.events.len() == 100)
-        .await
-        .unwrap();
+        .poll_until(source.as_mut(), &ctx, |c| c.log.len() == 100)
+        .await;
     for id in 101..=110 {
         pg.psql("postgres", &format!("INSERT INTO t VALUES ({id}, 'before')"))
             .unwrap();
     }
     collected
-        .poll_until(source.as_mut(), &ctx, |c| c.events.len() == 110)
-        .await
-        .unwrap();
+        .poll_until(source.as_mut(), &ctx, |c| c.log.len() == 110)
+        .await;
 
     // From now on the test writes all the time: transactions of an insert and an update.
     let writer = Writer::start(Arc::clone(&pg), 111);
@@ -181,9 +183,8 @@ async fn lost_connections_are_retriable_and_a_restart_loses_nothing() {
     assert!(written > 150, "the writer wrote only up to id {written}");
     let total = 110 + 2 * (written - 110) as usize;
     collected
-        .poll_until(source.as_mut(), &ctx, |c| c.events.len() >= total)
-        .await
-        .unwrap();
+        .poll_until(source.as_mut(), &ctx, |c| c.log.len() >= total)
+        .await;
     source.stop().await.unwrap();
 
     // Every change once, in commit order: the snapshot, the ten inserts, then each
@@ -193,7 +194,7 @@ async fn lost_connections_are_retriable_and_a_restart_loses_nothing() {
     for id in 111..=written {
         expected.extend([(id as i64, "c"), (id as i64, "u")]);
     }
-    let got: Vec<(i64, &str)> = collected.events.iter().map(|e| (e.id, e.op.as_str())).collect();
+    let got: Vec<(i64, &str)> = collected.log.iter().map(|e| (e.id, e.op.as_str())).collect();
     if got != expected {
         let diverge = got
             .iter()
@@ -208,12 +209,12 @@ async fn lost_connections_are_retriable_and_a_restart_loses_nothing() {
             &expected[diverge.saturating_sub(2)..(diverge + 3).min(expected.len())],
         );
     }
-    let stream: Vec<(u64, u64)> = collected.events[100..].iter().map(|e| e.at).collect();
+    let stream: Vec<(u64, u64)> = collected.log[100..].iter().map(|e| e.at).collect();
     assert!(
         stream.windows(2).all(|w| w[0] < w[1]),
         "(commit_lsn, seq) strictly increase"
     );
-    let values_ok = collected.events[100..].iter().all(|e| {
+    let values_ok = collected.log[100..].iter().all(|e| {
         e.v == if e.op == "u" {
             "updated"
         } else if e.id <= 110 {
@@ -235,15 +236,14 @@ async fn a_restart_between_the_snapshot_and_the_first_change_reads_no_row_twice(
     )
     .unwrap();
     let factory = PostgresCdcFactory::new();
-    let settings = settings(&pg, "127.0.0.1", "disable");
+    let settings = settings(&pg, &["t"]);
     let ctx = context();
     let mut source = factory.create_source(&settings).unwrap();
     source.start(&ctx, None).await.unwrap();
-    let mut collected = Collected::default();
+    let mut collected = Collector::new(Vec::<Event>::new());
     collected
-        .poll_until(source.as_mut(), &ctx, |c| c.events.len() == 100)
-        .await
-        .unwrap();
+        .poll_until(source.as_mut(), &ctx, |c| c.log.len() == 100)
+        .await;
     // The snapshot is read and the source streams: the log's last position says the
     // snapshot is complete. Rows are written, and the source stops (the walsender is
     // lost, the worker restarts, or stops) before it hands out a batch of them.
@@ -253,9 +253,8 @@ async fn a_restart_between_the_snapshot_and_the_first_change_reads_no_row_twice(
                 .as_ref()
                 .is_some_and(|p| factory.position_to_json(p).get("lsn").is_some())
         })
-        .await
-        .unwrap();
-    assert_eq!(collected.events.len(), 100, "no change yet");
+        .await;
+    assert_eq!(collected.log.len(), 100, "no change yet");
     pg.psql(
         "postgres",
         "INSERT INTO t SELECT g, 'written' FROM generate_series(101, 105) g; UPDATE t SET v = 'updated' WHERE id = 103;",
@@ -266,22 +265,17 @@ async fn a_restart_between_the_snapshot_and_the_first_change_reads_no_row_twice(
     let mut source = factory.create_source(&settings).unwrap();
     start_with_retries(source.as_mut(), &ctx, collected.last.clone()).await;
     collected
-        .poll_until(source.as_mut(), &ctx, |c| c.events.iter().any(|e| e.op == "u"))
-        .await
-        .unwrap();
+        .poll_until(source.as_mut(), &ctx, |c| c.log.iter().any(|e| e.op == "u"))
+        .await;
     // Nothing more: a poll waits a moment for changes before it reports idle.
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Poll::Batch(batch) = source.poll(&ctx).await.unwrap() {
         assert!(Instant::now() < deadline, "the source never became idle");
-        let more: Vec<_> = batch
-            .records
-            .iter()
-            .filter(|r| r.topic.as_deref() != Some(SCHEMAS_TOPIC))
-            .collect();
+        let more: Vec<_> = batch.records.iter().filter(|r| is_change(r)).collect();
         assert!(more.is_empty(), "more records: {more:?}");
     }
     source.stop().await.unwrap();
-    let after: Vec<(i64, &str)> = collected.events[100..].iter().map(|e| (e.id, e.op.as_str())).collect();
+    let after: Vec<(i64, &str)> = collected.log[100..].iter().map(|e| (e.id, e.op.as_str())).collect();
     assert_eq!(
         after,
         [(101, "c"), (102, "c"), (103, "c"), (104, "c"), (105, "c"), (103, "u")],
@@ -302,13 +296,12 @@ async fn recover(
     settings: &Settings,
     ctx: &SourceContext,
     source: &mut Box<dyn Source>,
-    collected: &mut Collected,
+    collected: &mut Collector<Vec<Event>>,
 ) {
-    let seen = collected.events.len();
+    let seen = collected.log.len();
     collected
-        .poll_until(source.as_mut(), ctx, |c| c.events.len() >= seen + 20)
-        .await
-        .unwrap();
+        .poll_until(source.as_mut(), ctx, |c| c.log.len() >= seen + 20)
+        .await;
     let pids = |filter: &str| {
         pg.psql(
             "postgres",
@@ -336,9 +329,11 @@ async fn recover(
             Instant::now() < deadline,
             "no recovery after terminating the {backend_type} (pid {killed}); failed: {failed}"
         );
-        let seen = collected.events.len();
+        let seen = collected.log.len();
         let result = collected
-            .poll_until(source.as_mut(), ctx, |c| c.events.len() >= seen + 10)
+            .poll_within(source.as_mut(), ctx, Duration::from_secs(30), |c| {
+                c.log.len() >= seen + 10
+            })
             .await;
         if let Err(error) = result {
             assert!(error.is_retriable(), "{error} ({:?})", error.kind());
@@ -363,13 +358,7 @@ async fn recover(
     }
 }
 
-/// What the "log" holds: the table's events in order, and the last committed position.
-#[derive(Debug, Default)]
-struct Collected {
-    events: Vec<Event>,
-    last: Option<Position>,
-}
-
+/// A change of table `t`, as the "log" holds it.
 #[derive(Debug)]
 struct Event {
     id: i64,
@@ -379,48 +368,27 @@ struct Event {
     at: (u64, u64),
 }
 
-impl Collected {
-    /// Polls until `done` (30 s at most), committing each batch as the runtime does; a
-    /// poll's error is returned.
-    async fn poll_until(
-        &mut self,
-        source: &mut dyn Source,
-        ctx: &SourceContext,
-        done: impl Fn(&Collected) -> bool,
-    ) -> Result<(), ConnectorError> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !done(self) {
-            assert!(Instant::now() < deadline, "timed out with {} events", self.events.len());
-            match source.poll(ctx).await? {
-                Poll::Batch(batch) => {
-                    if let Some(previous) = &self.last {
-                        assert!(batch.position > *previous, "positions increase");
-                    }
-                    for record in batch.records {
-                        if record.topic.as_deref() == Some(SCHEMAS_TOPIC) {
-                            continue;
-                        }
-                        // Tombstones: none here (no deletes).
-                        let value: Json = serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
-                        let source = &value["source"];
-                        self.events.push(Event {
-                            id: value["after"]["id"].as_i64().unwrap(),
-                            op: value["op"].as_str().unwrap().to_owned(),
-                            v: value["after"]["v"].as_str().unwrap().to_owned(),
-                            at: (
-                                source["commit_lsn"].as_u64().unwrap_or(0),
-                                source["seq"].as_u64().unwrap_or(0),
-                            ),
-                        });
-                    }
-                    source.commit(&batch.position).await?;
-                    self.last = Some(batch.position);
-                }
-                Poll::Idle => tokio::time::sleep(Duration::from_millis(20)).await,
-                Poll::Finished => panic!("a CDC source never finishes"),
-            }
+/// The table's events in order.
+impl Log for Vec<Event> {
+    fn append(&mut self, records: Vec<SourceRecord>) {
+        for record in records.iter().filter(|r| is_change(r)) {
+            // Tombstones: none here (no deletes).
+            let value: Json = serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
+            let source = &value["source"];
+            self.push(Event {
+                id: value["after"]["id"].as_i64().unwrap(),
+                op: value["op"].as_str().unwrap().to_owned(),
+                v: value["after"]["v"].as_str().unwrap().to_owned(),
+                at: (
+                    source["commit_lsn"].as_u64().unwrap_or(0),
+                    source["seq"].as_u64().unwrap_or(0),
+                ),
+            });
         }
-        Ok(())
+    }
+
+    fn progress(&self) -> String {
+        format!("{} events", self.len())
     }
 }
 
@@ -480,68 +448,5 @@ impl Writer {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().unwrap();
         self.last.load(Ordering::SeqCst)
-    }
-}
-
-fn settings(pg: &TempPostgres, host: &str, sslmode: &str) -> Settings {
-    let mut s = Settings::new();
-    s.insert("host", Value::String(host.into()));
-    s.insert("port", Value::Integer(i64::from(pg.port())));
-    s.insert("user", Value::String(USER.into()));
-    s.insert("password", Value::Secret(Secret::new(PASSWORD)));
-    s.insert("database", Value::String("postgres".into()));
-    s.insert("sslmode", Value::String(sslmode.into()));
-    s.insert("tables", Value::StringList(vec!["t".into()]));
-    s
-}
-
-fn context() -> SourceContext {
-    SourceContext::new(
-        "pgtest",
-        0,
-        Arc::new(TaskMetrics::default()),
-        Arc::new(CollectDeadLetters::default()),
-    )
-}
-
-/// A throw-away CA (rcgen) issuing server certificates.
-struct CertificateAuthority {
-    cert_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl CertificateAuthority {
-    fn new(name: &str) -> CertificateAuthority {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        CertificateAuthority {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses) and its private key, as PEM.
-    fn server_certificate(&self, names: &[&str]) -> (String, String) {
-        let mut params =
-            CertificateParams::new(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, &self.cert_pem).unwrap();
-        path
     }
 }

@@ -5,18 +5,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// `count_ops` goes unused: the log here checks records and keeps none.
+#[allow(dead_code)]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use plexus_config::{ByteSize, Secret, Settings, Value};
-use plexus_connector::{
-    CollectDeadLetters, ConnectorFactory, Poll, Position, Source, SourceContext, SourceRecord, TaskMetrics,
-};
-use plexus_connector_postgres::{PostgresCdcFactory, SCHEMAS_TOPIC};
+use common::{Collector, Log, context, is_change};
+use plexus_config::{ByteSize, Settings, Value};
+use plexus_connector::{ConnectorFactory, Poll, Source, SourceContext, SourceRecord};
+use plexus_connector_postgres::PostgresCdcFactory;
 use plexus_tests::TempPostgres;
-use plexus_tests::postgres::{PASSWORD, USER};
 use serde_json::Value as Json;
 
 const ROWS: i64 = 1_000_000;
@@ -30,21 +32,22 @@ async fn a_million_row_transaction_streams_in_order_through_the_spill() {
     let ctx = context();
     let mut source = PostgresCdcFactory::new().create_source(&settings).unwrap();
     source.start(&ctx, None).await.unwrap();
-    let mut order = Order::default();
-    order.until_idle(source.as_mut(), &ctx).await;
+    let mut order = Collector::new(Order::new(ROWS));
+    until_idle(&mut order, source.as_mut(), &ctx).await;
 
     let watcher = SpillWatcher::start(spill.path().to_owned());
     let writer = write(&pg, ROWS);
     let started = Instant::now();
     order
-        .poll_until(source.as_mut(), &ctx, ROWS, Duration::from_secs(300), |o| {
-            o.small.is_some()
+        .poll_within(source.as_mut(), &ctx, Duration::from_secs(300), |o| {
+            o.log.small.is_some()
         })
-        .await;
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     writer.await.unwrap();
     // Nothing more: no row twice.
-    order.until_quiet(source.as_mut(), &ctx).await;
+    until_quiet(source.as_mut(), &ctx).await;
     source.stop().await.unwrap();
 
     // The server streamed the transaction in progress (rather than decoding it at its
@@ -77,13 +80,11 @@ async fn restarts_in_and_after_a_spilled_transaction_resume_after_the_last_row()
     let factory = PostgresCdcFactory::new();
     let mut source = factory.create_source(&settings).unwrap();
     source.start(&ctx, None).await.unwrap();
-    let mut order = Order::default();
-    order.until_idle(source.as_mut(), &ctx).await;
+    let mut order = Collector::new(Order::new(ROWS));
+    until_idle(&mut order, source.as_mut(), &ctx).await;
     // A first change, so the log holds a streaming position.
     pg.psql("postgres", "INSERT INTO small VALUES (1)").unwrap();
-    order
-        .poll_until(source.as_mut(), &ctx, ROWS, Duration::from_secs(30), |o| o.first)
-        .await;
+    order.poll_until(source.as_mut(), &ctx, |o| o.log.first).await;
 
     // Stopped while the transaction is in progress and spilled, as the runtime stops a
     // source: the poll is dropped, then `stop`. The spill file goes with it.
@@ -96,7 +97,8 @@ async fn restarts_in_and_after_a_spilled_transaction_resume_after_the_last_row()
         }
     };
     tokio::select! {
-        () = order.poll_until(source.as_mut(), &ctx, ROWS, Duration::from_secs(60), |o| o.small.is_some()) => {
+        result = order.poll_within(source.as_mut(), &ctx, Duration::from_secs(60), |o| o.log.small.is_some()) => {
+            result.unwrap();
             panic!("the transaction arrived before it spilled")
         }
         () = spilling => {}
@@ -110,23 +112,25 @@ async fn restarts_in_and_after_a_spilled_transaction_resume_after_the_last_row()
     let mut source = factory.create_source(&settings).unwrap();
     source.start(&ctx, order.last.clone()).await.unwrap();
     order
-        .poll_until(source.as_mut(), &ctx, ROWS, Duration::from_secs(120), |o| {
-            o.next_id > ROWS / 4
+        .poll_within(source.as_mut(), &ctx, Duration::from_secs(120), |o| {
+            o.log.next_id > ROWS / 4
         })
-        .await;
+        .await
+        .unwrap();
     source.stop().await.unwrap();
     writer.await.unwrap();
-    let stopped_at = order.next_id;
+    let stopped_at = order.log.next_id;
     assert!(stopped_at < ROWS, "stopped at {stopped_at}");
 
     let mut source = factory.create_source(&settings).unwrap();
     source.start(&ctx, order.last.clone()).await.unwrap();
     order
-        .poll_until(source.as_mut(), &ctx, ROWS, Duration::from_secs(120), |o| {
-            o.small.is_some()
+        .poll_within(source.as_mut(), &ctx, Duration::from_secs(120), |o| {
+            o.log.small.is_some()
         })
-        .await;
-    order.until_quiet(source.as_mut(), &ctx).await;
+        .await
+        .unwrap();
+    until_quiet(source.as_mut(), &ctx).await;
     source.stop().await.unwrap();
     let left: Vec<_> = std::fs::read_dir(spill.path()).unwrap().collect();
     assert!(left.is_empty(), "spill files left: {left:?}");
@@ -153,32 +157,13 @@ fn write(pg: &Arc<TempPostgres>, rows: i64) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The shared settings for `big` and `small`, spilling past 1 MiB into `spill_dir`.
 fn settings(pg: &TempPostgres, spill_dir: &Path) -> Settings {
-    let mut settings = Settings::new();
-    for (name, value) in [
-        ("host", Value::String("127.0.0.1".into())),
-        ("port", Value::Integer(i64::from(pg.port()))),
-        ("user", Value::String(USER.into())),
-        ("password", Value::Secret(Secret::new(PASSWORD))),
-        ("database", Value::String("postgres".into())),
-        ("sslmode", Value::String("disable".into())),
-        ("tables", Value::StringList(vec!["big".into(), "small".into()])),
-        ("batch_size", Value::Integer(10_000)),
-        ("spill_threshold", Value::Size(ByteSize(1 << 20))),
-        ("spill_dir", Value::String(spill_dir.display().to_string())),
-    ] {
-        settings.insert(name, value);
-    }
+    let mut settings = common::settings(pg, &["big", "small"]);
+    settings.insert("batch_size", Value::Integer(10_000));
+    settings.insert("spill_threshold", Value::Size(ByteSize(1 << 20)));
+    settings.insert("spill_dir", Value::String(spill_dir.display().to_string()));
     settings
-}
-
-fn context() -> SourceContext {
-    SourceContext::new(
-        "pgtest",
-        0,
-        Arc::new(TaskMetrics::default()),
-        Arc::new(CollectDeadLetters::default()),
-    )
 }
 
 /// Checks records as they come, without keeping them: maybe row 1 of `small`, the rows
@@ -186,6 +171,8 @@ fn context() -> SourceContext {
 /// row 7 of `small`.
 #[derive(Debug)]
 struct Order {
+    /// The size of the big transaction.
+    rows: i64,
     next_id: i64,
     big_commit: Option<u64>,
     /// `(commit_lsn, seq)` of the last change.
@@ -194,56 +181,22 @@ struct Order {
     first: bool,
     /// Where row 7 of `small` (written after it) came.
     small: Option<(u64, u64)>,
-    /// The last batch's position, committed.
-    last: Option<Position>,
 }
 
-impl Default for Order {
-    fn default() -> Order {
+impl Order {
+    fn new(rows: i64) -> Order {
         Order {
+            rows,
             next_id: 1,
             big_commit: None,
             previous: (0, 0),
             first: false,
             small: None,
-            last: None,
-        }
-    }
-}
-
-impl Order {
-    /// Polls (committing) until `done`, checking every record; `rows` is the size of the
-    /// big transaction.
-    async fn poll_until(
-        &mut self,
-        source: &mut dyn Source,
-        ctx: &SourceContext,
-        rows: i64,
-        limit: Duration,
-        done: impl Fn(&Order) -> bool,
-    ) {
-        let deadline = Instant::now() + limit;
-        while !done(self) {
-            assert!(Instant::now() < deadline, "timed out at id {}", self.next_id);
-            match source.poll(ctx).await.unwrap() {
-                Poll::Batch(batch) => {
-                    if let Some(last) = &self.last {
-                        assert!(batch.position > *last, "positions increase");
-                    }
-                    for record in &batch.records {
-                        self.check(record, rows);
-                    }
-                    source.commit(&batch.position).await.unwrap();
-                    self.last = Some(batch.position);
-                }
-                Poll::Idle => tokio::time::sleep(Duration::from_millis(20)).await,
-                Poll::Finished => panic!("a CDC source never finishes"),
-            }
         }
     }
 
-    fn check(&mut self, record: &SourceRecord, rows: i64) {
-        if record.topic.as_deref() == Some(SCHEMAS_TOPIC) {
+    fn check(&mut self, record: &SourceRecord) {
+        if !is_change(record) {
             return;
         }
         let value: Json = serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
@@ -268,7 +221,11 @@ impl Order {
                 assert!(!std::mem::replace(&mut self.first, true), "the first row twice");
             }
             Some("public.small") => {
-                assert_eq!(self.next_id, rows + 1, "the small transaction after all of the big one");
+                assert_eq!(
+                    self.next_id,
+                    self.rows + 1,
+                    "the small transaction after all of the big one"
+                );
                 assert_eq!(id, 7);
                 assert!(at.0 > self.big_commit.unwrap(), "committed after");
                 assert!(self.small.replace(at).is_none(), "the small row twice");
@@ -276,39 +233,39 @@ impl Order {
             other => panic!("a record for {other:?}"),
         }
     }
+}
 
-    /// Polls until the source, streaming, has nothing to hand out (an empty snapshot
-    /// registers nothing).
-    async fn until_idle(&mut self, source: &mut dyn Source, ctx: &SourceContext) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(Instant::now() < deadline, "the source did not become idle");
-            match source.poll(ctx).await.unwrap() {
-                Poll::Idle => return,
-                Poll::Batch(batch) => {
-                    for record in &batch.records {
-                        self.check(record, 0);
-                    }
-                    source.commit(&batch.position).await.unwrap();
-                    self.last = Some(batch.position);
-                }
-                Poll::Finished => panic!("a CDC source never finishes"),
-            }
+impl Log for Order {
+    fn append(&mut self, records: Vec<SourceRecord>) {
+        for record in &records {
+            self.check(record);
         }
     }
 
-    /// Polls for two seconds: no change may come any more.
-    async fn until_quiet(&mut self, source: &mut dyn Source, ctx: &SourceContext) {
-        let quiet = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < quiet {
-            if let Poll::Batch(batch) = source.poll(ctx).await.unwrap() {
-                let changes = batch
-                    .records
-                    .iter()
-                    .filter(|r| r.topic.as_deref() != Some(SCHEMAS_TOPIC))
-                    .count();
-                assert_eq!(changes, 0, "changes after the end");
-            }
+    fn progress(&self) -> String {
+        format!("id {}", self.next_id)
+    }
+}
+
+/// Polls (committing) until the source, streaming, has nothing to hand out (an empty
+/// snapshot registers nothing).
+async fn until_idle(order: &mut Collector<Order>, source: &mut dyn Source, ctx: &SourceContext) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the source did not become idle");
+        if !order.poll_once(source, ctx).await.unwrap() {
+            return;
+        }
+    }
+}
+
+/// Polls for two seconds: no change may come any more.
+async fn until_quiet(source: &mut dyn Source, ctx: &SourceContext) {
+    let quiet = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < quiet {
+        if let Poll::Batch(batch) = source.poll(ctx).await.unwrap() {
+            let changes = batch.records.iter().filter(|r| is_change(r)).count();
+            assert_eq!(changes, 0, "changes after the end");
         }
     }
 }

@@ -7,16 +7,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+// `context` goes unused: the test builds its own, to read its dead letters.
+#[allow(dead_code)]
+mod common;
 
-use plexus_config::{Secret, Settings, Value};
-use plexus_connector::{
-    CollectDeadLetters, ConnectorFactory, Poll, Position, Source, SourceContext, SourceRecord, TaskMetrics,
-};
-use plexus_connector_postgres::{PostgresCdcFactory, SCHEMAS_TOPIC};
+use std::sync::Arc;
+
+use common::{CONNECTOR, Collector, changes, count_ops, settings};
+use plexus_connector::{CollectDeadLetters, ConnectorFactory, SourceContext};
+use plexus_connector_postgres::PostgresCdcFactory;
 use plexus_tests::TempPostgres;
-use plexus_tests::postgres::{PASSWORD, USER};
 use serde_json::{Map, Value as Json};
 
 /// The session settings the source documents for both of its paths (TYPES.md), so that
@@ -204,18 +204,18 @@ async fn every_type_reads_the_same_in_the_snapshot_and_the_stream() {
     assert_eq!(expected.len(), ROWS.len());
 
     let letters = Arc::new(CollectDeadLetters::default());
-    let ctx = SourceContext::new("pgtest", 0, Arc::new(TaskMetrics::default()), letters.clone());
-    let mut source = PostgresCdcFactory::new().create_source(&settings(&pg)).unwrap();
+    let ctx = SourceContext::new(CONNECTOR, 0, Arc::default(), letters.clone());
+    let mut source = PostgresCdcFactory::new()
+        .create_source(&settings(&pg, &["typed"]))
+        .unwrap();
     source.start(&ctx, None).await.unwrap();
-    let mut records = Vec::new();
-    let mut last = None;
+    let mut collector = Collector::new(Vec::new());
 
     // The snapshot.
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        count_ops(r, "r") == ROWS.len()
-    })
-    .await;
-    let reads = changes(&records);
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| count_ops(&c.log, "r") == ROWS.len())
+        .await;
+    let reads = changes(&collector.log);
     assert_eq!(reads.len(), ROWS.len(), "{reads:?}");
     let mut snapshot_afters = Vec::new();
     for ((key, value), (id, row)) in reads.iter().zip(&expected) {
@@ -238,12 +238,11 @@ async fn every_type_reads_the_same_in_the_snapshot_and_the_stream() {
         ),
     )
     .unwrap();
-    records.clear();
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        count_ops(r, "c") == ROWS.len()
-    })
-    .await;
-    let inserts = changes(&records);
+    collector.log.clear();
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| count_ops(&c.log, "c") == ROWS.len())
+        .await;
+    let inserts = changes(&collector.log);
     assert_eq!(inserts.len(), ROWS.len(), "{inserts:?}");
     for (((key, value), (id, row)), snapshot_after) in inserts.iter().zip(&expected).zip(&snapshot_afters) {
         let value = value.as_ref().unwrap();
@@ -273,12 +272,11 @@ async fn every_type_reads_the_same_in_the_snapshot_and_the_stream() {
     )
     .unwrap();
     let updated = expected_rows(&pg, "id = 101");
-    records.clear();
-    poll_until(source.as_mut(), &ctx, &mut records, &mut last, |r| {
-        changes(r).len() >= 3
-    })
-    .await;
-    let events = changes(&records);
+    collector.log.clear();
+    collector
+        .poll_until(source.as_mut(), &ctx, |c| changes(&c.log).len() >= 3)
+        .await;
+    let events = changes(&collector.log);
     assert_eq!(events.len(), 3, "update, delete, tombstone: {events:?}");
     let update = events[0].1.as_ref().unwrap();
     assert_eq!(events[0].0.as_deref(), Some("{\"id\":101}"));
@@ -426,64 +424,4 @@ fn without_id(row: &Json) -> Json {
     let mut row = row.clone();
     row.as_object_mut().unwrap().remove("id");
     row
-}
-
-fn settings(pg: &TempPostgres) -> Settings {
-    let mut s = Settings::new();
-    s.insert("host", Value::String("127.0.0.1".into()));
-    s.insert("port", Value::Integer(i64::from(pg.port())));
-    s.insert("user", Value::String(USER.into()));
-    s.insert("password", Value::Secret(Secret::new(PASSWORD)));
-    s.insert("database", Value::String("postgres".into()));
-    s.insert("sslmode", Value::String("disable".into()));
-    s.insert("tables", Value::StringList(vec!["typed".into()]));
-    s
-}
-
-/// Polls until `done` says the records so far are enough (30 s at most), committing
-/// every batch as the runtime would.
-async fn poll_until(
-    source: &mut dyn Source,
-    ctx: &SourceContext,
-    records: &mut Vec<SourceRecord>,
-    last: &mut Option<Position>,
-    done: impl Fn(&[SourceRecord]) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done(records) {
-        assert!(Instant::now() < deadline, "timed out; got {} records", records.len());
-        match source.poll(ctx).await.unwrap() {
-            Poll::Batch(batch) => {
-                if let Some(previous) = last {
-                    assert!(batch.position > *previous, "positions must increase");
-                }
-                records.extend(batch.records);
-                source.commit(&batch.position).await.unwrap();
-                *last = Some(batch.position);
-            }
-            Poll::Idle => tokio::time::sleep(Duration::from_millis(20)).await,
-            Poll::Finished => panic!("a CDC source never finishes"),
-        }
-    }
-}
-
-/// Keys and values of the table's records (schema registrations left out).
-fn changes(records: &[SourceRecord]) -> Vec<(Option<String>, Option<Json>)> {
-    records
-        .iter()
-        .filter(|r| r.topic.as_deref() != Some(SCHEMAS_TOPIC))
-        .map(|r| {
-            (
-                r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                r.value.as_ref().map(|v| serde_json::from_slice(v).unwrap()),
-            )
-        })
-        .collect()
-}
-
-fn count_ops(records: &[SourceRecord], op: &str) -> usize {
-    changes(records)
-        .iter()
-        .filter(|(_, v)| v.as_ref().is_some_and(|v| v["op"] == op))
-        .count()
 }

@@ -5,8 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/tls.rs"]
+mod tls;
+
+use tls::CertificateAuthority;
+
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use plexus_connector_postgres::client::{
@@ -16,9 +21,6 @@ use plexus_connector_postgres::pgoutput::{ColumnValue, Decoder, Message};
 use plexus_connector_postgres::replication::{Lsn, PgTimestamp, ReplicationMessage, StandbyStatusUpdate};
 use plexus_tests::TempPostgres;
 use plexus_tests::postgres::{PASSWORD, USER};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
 
 /// No test may hang: each runs within this.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -493,47 +495,5 @@ fn text(value: &ColumnValue) -> Option<String> {
         ColumnValue::Null => None,
         ColumnValue::Text(bytes) => Some(String::from_utf8(bytes.to_vec()).unwrap()),
         other => panic!("a text value expected, got {other:?}"),
-    }
-}
-
-/// A throw-away CA (rcgen) issuing server certificates.
-struct CertificateAuthority {
-    cert_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl CertificateAuthority {
-    fn new(name: &str) -> CertificateAuthority {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        CertificateAuthority {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses) and its private key, as PEM.
-    fn server_certificate(&self, names: &[&str]) -> (String, String) {
-        let mut params =
-            CertificateParams::new(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, &self.cert_pem).unwrap();
-        path
     }
 }
