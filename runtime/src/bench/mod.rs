@@ -1,4 +1,11 @@
 //! `plexus bench ...`: end-to-end benchmarks in one process.
+//!
+//! - `pipeline`: datagen -> log -> a sink that discards (here);
+//! - `postgres-cdc`: the `postgres-cdc` source against PostgreSQL's own readers
+//!   ([`postgres`]).
+
+mod postgres;
+mod procfs;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,11 +26,18 @@ pub enum Bench {
         #[arg(long, default_value = "target/pipeline-bench")]
         dir: PathBuf,
     },
+    /// The postgres-cdc source against PostgreSQL's own readers, on a throw-away cluster.
+    ///
+    /// Streaming from the WAL into the durable log (against pg_recvlogical reading the
+    /// same WAL), commit-to-durable latency at a steady rate, and the snapshot of a large
+    /// table (against COPY ... TO STDOUT of it). The last line sums it up.
+    PostgresCdc(postgres::CdcBenchArgs),
 }
 
 pub async fn run(which: Bench) -> anyhow::Result<std::process::ExitCode> {
     match which {
         Bench::Pipeline { records, dir } => pipeline(records, &dir).await,
+        Bench::PostgresCdc(args) => postgres::run(args).await,
     }
 }
 
@@ -84,7 +98,7 @@ topics = ["bench"]
         .get("drop")
         .map_or(0, |m| m.bytes.load(std::sync::atomic::Ordering::Relaxed));
     worker.shutdown().await?;
-    let rss = peak_rss_mb().unwrap_or(f64::NAN);
+    let rss = procfs::peak_rss_mb().unwrap_or(f64::NAN);
     println!(
         "pipeline-bench: records={sink_records} rec_s={:.0} mb_s={:.1} peak_rss_mb={rss:.1}",
         sink_records as f64 / elapsed,
@@ -92,12 +106,4 @@ topics = ["bench"]
     );
     let _ = std::fs::remove_dir_all(dir);
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-/// The process's peak resident set size (VmHWM), in MB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }

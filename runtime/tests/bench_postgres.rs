@@ -1,0 +1,84 @@
+//! `plexus bench postgres-cdc` at a small size runs to its end and prints its summary
+//! line with every figure. Not a timed test: the figures themselves are not judged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_plexus");
+
+const FIELDS: [&str; 8] = [
+    "stream_rows_s",
+    "recvlogical_rows_s",
+    "stream_ratio",
+    "p99_ms",
+    "snapshot_rows_s",
+    "copy_rows_s",
+    "snapshot_ratio",
+    "peak_rss_mb",
+];
+
+#[test]
+fn small_cdc_bench_prints_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench_dir = dir.path().join("cdc-bench");
+    let mut child = Command::new(BIN)
+        .args(["bench", "postgres-cdc", "--stream-rows", "20000", "--tx-rows", "500"])
+        .args(["--snapshot-rows", "50000", "--latency-seconds", "2", "--rate", "2000"])
+        .arg("--dir")
+        .arg(&bench_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes while waiting, so a chatty child never blocks on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the benchmark did not finish within 300 s:\n{}", err.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "{status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.starts_with("cdc-bench: "), "last line: {last}\nstderr:\n{stderr}");
+    let figures: Vec<(&str, &str)> = last["cdc-bench: ".len()..]
+        .split(' ')
+        .map(|pair| pair.split_once('=').unwrap())
+        .collect();
+    let names: Vec<&str> = figures.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, FIELDS, "last line: {last}");
+    for (name, value) in figures {
+        let value: f64 = value.parse().unwrap_or(f64::NAN);
+        assert!(value.is_finite() && value > 0.0, "{name} is {value} in: {last}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("cdc-bench latency:") && l.contains("p50_ms=")),
+        "a p50 line before the summary:\n{stdout}"
+    );
+    assert!(!bench_dir.exists(), "the benchmark removes its directory");
+}
