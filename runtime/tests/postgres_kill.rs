@@ -4,12 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use plexus_log::{Log, LogConfig};
 use plexus_tests::TempPostgres;
 use plexus_tests::postgres::{PASSWORD, USER};
 use serde_json::Value;
@@ -26,30 +27,6 @@ fn spawn(config: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-/// Every record of the table's topic, in log order (tombstones as `None`).
-async fn records(data: &Path) -> Vec<(String, Option<Value>)> {
-    let log = Log::open(LogConfig::new(data)).await.unwrap();
-    let mut out = Vec::new();
-    if let Some(topic) = log.topic("pg.public.t") {
-        let p = topic.partition(0).unwrap();
-        let mut offset = 0;
-        loop {
-            let fetch = p.read(offset, 1 << 20).await.unwrap();
-            if fetch.is_empty() {
-                break;
-            }
-            for r in fetch.records() {
-                let r = r.unwrap();
-                let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
-                out.push((key, r.value.map(|v| serde_json::from_slice(&v).unwrap())));
-            }
-            offset = fetch.next_offset();
-        }
-    }
-    log.close().await.unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +104,7 @@ async fn every_change_lands_exactly_once_across_kills() {
             .status()
             .unwrap();
         assert!(child.wait().unwrap().success(), "a graceful stop exits 0");
-        let log = records(&data).await;
+        let log = common::records(&data, "pg.public.t").await;
 
         // Changes: each exactly once, in commit order.
         let mut last = (0u64, 0u64);

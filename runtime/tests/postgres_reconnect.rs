@@ -5,16 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use plexus_log::{Log, LogConfig};
-use plexus_tests::TempPostgres;
 use plexus_tests::postgres::{PASSWORD, USER};
+use plexus_tests::{TempPostgres, Writer};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_plexus");
@@ -54,8 +54,12 @@ async fn a_lost_replication_connection_is_retried_with_backoff_and_nothing_is_lo
     // slot is acknowledged behind what the log holds), the log holds the snapshot and a
     // position in the stream.
     let first = walsender(&pg, None, &stderr);
-    let writer = Writer::start(Arc::clone(&pg), 2001);
-    writer.wait_for(10);
+    let writer = Writer::start(Arc::clone(&pg), 2001, |id| {
+        format!(
+            "BEGIN; INSERT INTO t VALUES ({id}, 0, 'written'); UPDATE t SET n = 1, v = 'updated' WHERE id = {id}; COMMIT;"
+        )
+    });
+    writer.wait_for(10).unwrap();
     wait_until_durable(&pg, &stderr);
 
     // The walsender is terminated; as soon as the worker has a new one, that is
@@ -66,10 +70,10 @@ async fn a_lost_replication_connection_is_retried_with_backoff_and_nothing_is_lo
     let third = walsender(&pg, Some(second), &stderr);
     assert_ne!(third, first);
     // More changes on the third connection.
-    writer.wait_for(20);
+    writer.wait_for(20).unwrap();
     wait_until_durable(&pg, &stderr);
 
-    let written = writer.stop();
+    let written = writer.stop().unwrap();
     wait_until_durable(&pg, &stderr);
     Command::new("kill")
         .arg("-TERM")
@@ -104,7 +108,7 @@ async fn a_lost_replication_connection_is_retried_with_backoff_and_nothing_is_lo
 
     // Every change once, in commit order: each writer transaction's insert, then its
     // update; and the log folds into the table.
-    let log = records(&data).await;
+    let log = common::records(&data, "pg.public.t").await;
     let mut reads = HashSet::new();
     let mut changes = Vec::new();
     let mut last = (0u64, 0u64);
@@ -232,85 +236,4 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// Every record of the table's topic, in log order (tombstones as `None`).
-async fn records(data: &Path) -> Vec<(String, Option<Value>)> {
-    let log = Log::open(LogConfig::new(data)).await.unwrap();
-    let mut out = Vec::new();
-    if let Some(topic) = log.topic("pg.public.t") {
-        let p = topic.partition(0).unwrap();
-        let mut offset = 0;
-        loop {
-            let fetch = p.read(offset, 1 << 20).await.unwrap();
-            if fetch.is_empty() {
-                break;
-            }
-            for r in fetch.records() {
-                let r = r.unwrap();
-                let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
-                out.push((key, r.value.map(|v| serde_json::from_slice(&v).unwrap())));
-            }
-            offset = fetch.next_offset();
-        }
-    }
-    log.close().await.unwrap();
-    out
-}
-
-/// Writes transactions (insert id n, then update it) with increasing ids from a thread
-/// of its own, one `psql` each, until stopped.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    last: Arc<AtomicU64>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(pg: Arc<TempPostgres>, first: u64) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let last = Arc::new(AtomicU64::new(first - 1));
-        let thread = std::thread::spawn({
-            let (stop, last) = (Arc::clone(&stop), Arc::clone(&last));
-            move || {
-                // Bounded, in case the test fails to stop it.
-                for id in first..first + 5000 {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    pg.psql(
-                        "postgres",
-                        &format!(
-                            "BEGIN; INSERT INTO t VALUES ({id}, 0, 'written'); \
-                             UPDATE t SET n = 1, v = 'updated' WHERE id = {id}; COMMIT;"
-                        ),
-                    )
-                    .unwrap();
-                    last.store(id, Ordering::SeqCst);
-                }
-            }
-        });
-        Writer { stop, last, thread }
-    }
-
-    /// Waits (30 s at most) until `count` more transactions are committed.
-    fn wait_for(&self, count: u64) {
-        let target = self.last.load(Ordering::SeqCst) + count;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.last.load(Ordering::SeqCst) < target {
-            assert!(
-                Instant::now() < deadline,
-                "the writer is stuck at id {}",
-                self.last.load(Ordering::SeqCst)
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stops writing; the last id written (committed).
-    fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap();
-        self.last.load(Ordering::SeqCst)
-    }
 }

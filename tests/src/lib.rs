@@ -6,5 +6,7 @@
 //! skipped test.
 
 pub mod postgres;
+pub mod writer;
 
 pub use postgres::{PostgresError, TempPostgres};
+pub use writer::Writer;

@@ -17,14 +17,13 @@ use tls::CertificateAuthority;
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Collector, Log, context, is_change, settings};
 use plexus_config::{Settings, Value};
 use plexus_connector::{ConnectorFactory, ErrorKind, Poll, Position, Source, SourceContext, SourceRecord};
 use plexus_connector_postgres::PostgresCdcFactory;
-use plexus_tests::TempPostgres;
+use plexus_tests::{TempPostgres, Writer};
 use serde_json::Value as Json;
 
 /// The source's `application_name` on every connection (`plexus <connector>`).
@@ -151,7 +150,9 @@ async fn lost_connections_are_retriable_and_a_restart_loses_nothing() {
         .await;
 
     // From now on the test writes all the time: transactions of an insert and an update.
-    let writer = Writer::start(Arc::clone(&pg), 111);
+    let writer = Writer::start(Arc::clone(&pg), 111, |id| {
+        format!("BEGIN; INSERT INTO t VALUES ({id}, 'written'); UPDATE t SET v = 'updated' WHERE id = {id}; COMMIT;")
+    });
     // The walsender: the replication stream breaks, the next polls fail.
     recover(
         &pg,
@@ -179,7 +180,7 @@ async fn lost_connections_are_retriable_and_a_restart_loses_nothing() {
     .await;
 
     // Stop writing, then read up to the last change written.
-    let written = writer.stop();
+    let written = writer.stop().unwrap();
     assert!(written > 150, "the writer wrote only up to id {written}");
     let total = 110 + 2 * (written - 110) as usize;
     collected
@@ -406,47 +407,5 @@ async fn start_with_retries(source: &mut dyn Source, ctx: &SourceContext, positi
             }
             Err(e) => panic!("the restart failed: {e} ({:?})", e.kind()),
         }
-    }
-}
-
-/// Writes transactions (insert id n, then update it) with increasing ids from a thread
-/// of its own, one `psql` each, until stopped.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    last: Arc<AtomicU64>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(pg: Arc<TempPostgres>, first: u64) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let last = Arc::new(AtomicU64::new(first - 1));
-        let thread = std::thread::spawn({
-            let (stop, last) = (Arc::clone(&stop), Arc::clone(&last));
-            move || {
-                // Bounded, in case the test fails to stop it.
-                for id in first..first + 5000 {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    pg.psql(
-                        "postgres",
-                        &format!(
-                            "BEGIN; INSERT INTO t VALUES ({id}, 'written'); UPDATE t SET v = 'updated' WHERE id = {id}; COMMIT;"
-                        ),
-                    )
-                    .unwrap();
-                    last.store(id, Ordering::SeqCst);
-                }
-            }
-        });
-        Writer { stop, last, thread }
-    }
-
-    /// Stops writing; the last id written (committed).
-    fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap();
-        self.last.load(Ordering::SeqCst)
     }
 }
