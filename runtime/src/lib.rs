@@ -14,6 +14,7 @@ pub mod lag;
 pub mod metrics;
 mod positions;
 mod registry;
+mod schemas;
 pub mod sink_task;
 pub mod source_task;
 mod status;

@@ -307,15 +307,23 @@ async fn run(
     }
 }
 
-/// Every source finished (or failed, or was stopped) and every running sink committed
-/// up to the end of its topics.
+/// Every source finished (or failed, or was stopped) and every running sink has read
+/// to the end of its topics: committed up to it, or (a sink that holds records past
+/// its flushes, such as files that rotate) read everything, which the graceful stop
+/// that follows finishes and commits.
 fn done(worker: &Worker) -> bool {
+    let metrics = worker.metrics();
     worker.connectors().iter().all(|c| match c.kind {
         ConnectorKind::Source => matches!(c.state, TaskState::Finished | TaskState::Failed | TaskState::Stopped),
         ConnectorKind::Sink => {
+            let read_all = || {
+                metrics
+                    .get(&c.name)
+                    .is_some_and(|m| m.sink_unread.load(Ordering::Relaxed) == 0)
+            };
             matches!(c.state, TaskState::Failed | TaskState::Stopped)
                 || (c.topics.iter().all(|t| worker.log().topic(t).is_some())
-                    && plexus_runtime::lag::sink_lag(worker.log(), &c.name, &c.topics) == 0)
+                    && (plexus_runtime::lag::sink_lag(worker.log(), &c.name, &c.topics) == 0 || read_all()))
         }
     })
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use plexus_connector::{ConnectorError, Header, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition};
 use plexus_log::{LogError, Partition};
 
+use crate::schemas::LogSchemas;
 use crate::task::{TaskEnd, TaskEnv, log_error};
 
 /// How often written records are flushed and their offsets committed.
@@ -25,7 +26,8 @@ struct Assigned {
 }
 
 pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEnd, ConnectorError> {
-    let ctx = SinkContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone());
+    let ctx = SinkContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone())
+        .with_schemas(Arc::new(LogSchemas::new(env.log.clone())));
     let group = env.connector.name.clone();
     let stored = sink.start(&ctx).await?;
     let mut assigned = Vec::new();
@@ -95,6 +97,11 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
             env.batch_latency.observe(started.elapsed());
             env.dlq.drain(&env.log).await?;
         }
+        let unread: i64 = assigned
+            .iter()
+            .map(|a| (a.partition.end_offset() - a.next).max(0))
+            .sum();
+        env.metrics.sink_unread.store(unread, std::sync::atomic::Ordering::Relaxed);
         if pending.records > 0 && (pending.records >= FLUSH_RECORDS || last_flush.elapsed() >= FLUSH_INTERVAL) {
             commit(env, sink, &ctx, &assigned, &mut pending).await?;
             last_flush = Instant::now();
@@ -118,8 +125,28 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
         commit(env, sink, &ctx, &assigned, &mut pending).await?;
     }
     sink.stop().await?;
+    // A sink that held records past its flushes finished them in `stop`.
+    if let Some(durable) = sink.durable_offsets() {
+        commit_offsets(env, &durable).await?;
+    }
     tracing::info!(connector = %env.connector.name, "Sink stopped.");
     Ok(end)
+}
+
+/// Commits the consumer group's offsets to what the sink made durable.
+async fn commit_offsets(env: &TaskEnv, offsets: &SinkOffsets) -> Result<(), ConnectorError> {
+    let commits: Vec<(&str, u32, i64)> = offsets
+        .iter()
+        .map(|(tp, offset)| (tp.topic.as_str(), tp.partition, *offset))
+        .collect();
+    if commits.is_empty() {
+        return Ok(());
+    }
+    env.log
+        .groups()
+        .commit_many(&env.connector.name, &commits, "")
+        .await
+        .map_err(log_error)
 }
 
 /// Reads what is available from one partition and advances its next offset.
@@ -199,12 +226,7 @@ async fn commit(
         .collect();
     sink.flush(ctx, &offsets).await?;
     env.dlq.drain(&env.log).await?;
-    let commits: Vec<(&str, u32, i64)> = assigned.iter().map(|a| (&*a.topic, a.partition.id(), a.next)).collect();
-    env.log
-        .groups()
-        .commit_many(&env.connector.name, &commits, "")
-        .await
-        .map_err(log_error)?;
+    commit_offsets(env, &sink.durable_offsets().unwrap_or(offsets)).await?;
     // Records dead-lettered since the last flush were not delivered.
     let dead_now = env.metrics.dead_lettered.load(std::sync::atomic::Ordering::Relaxed);
     let dead = dead_now.saturating_sub(pending.dead_before).min(pending.records);

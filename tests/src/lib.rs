@@ -6,6 +6,7 @@
 //! skipped test.
 
 pub mod postgres;
+pub mod python;
 pub mod writer;
 
 pub use postgres::{PostgresError, TempPostgres};

@@ -1,11 +1,13 @@
 //! What the runtime gives a running connector: its identity, metrics, dead letters.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use std::sync::Mutex;
 
 use crate::error::ConnectorError;
 use crate::record::Position;
@@ -51,6 +53,49 @@ impl DeadLetters for CollectDeadLetters {
     }
 }
 
+/// The internal, compacted topic holding every registered schema version, keyed by
+/// schema id. Sources that know the shape of their records (the CDC sources, `datagen`)
+/// write each version there once.
+pub const SCHEMAS_TOPIC: &str = "__schemas";
+
+/// The record header naming the schema (its id in [`SCHEMAS_TOPIC`]) of a record's value.
+pub const SCHEMA_HEADER: &str = "plexus.schema";
+
+/// Where a sink looks up the schemas that records name in their [`SCHEMA_HEADER`].
+///
+/// A schema document is JSON: `{"id": "..", "table": "public.orders", "columns": [{"name":
+/// "id", "type": "bigint", "json": "integer", "arrow": "Int64", "key": true}, ...]}`,
+/// `arrow` written as `arrow_schema::DataType::from_str` reads it.
+#[async_trait]
+pub trait Schemas: Send + Sync {
+    /// The document registered under `id`, or `None` if there is none (yet).
+    async fn get(&self, id: &str) -> Result<Option<Bytes>, ConnectorError>;
+}
+
+/// Schemas held in memory: for testing connectors, and the default of a context built
+/// without a registry (it knows none).
+#[derive(Debug, Default)]
+pub struct MemorySchemas {
+    documents: Mutex<HashMap<String, Bytes>>,
+}
+
+impl MemorySchemas {
+    /// Registers `document` under `id`, replacing what was there.
+    pub fn insert(&self, id: impl Into<String>, document: impl Into<Bytes>) {
+        self.documents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.into(), document.into());
+    }
+}
+
+#[async_trait]
+impl Schemas for MemorySchemas {
+    async fn get(&self, id: &str) -> Result<Option<Bytes>, ConnectorError> {
+        Ok(self.documents.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned())
+    }
+}
+
 /// Counters a task keeps; the runtime exports them as metrics.
 ///
 /// "In" is what the task received (a source: records polled from its system; a sink:
@@ -76,6 +121,9 @@ pub struct TaskMetrics {
     pub snapshot_rows: AtomicI64,
     /// The rows the snapshot expects to read in all (an estimate); `-1` when unknown.
     pub snapshot_rows_total: AtomicI64,
+    /// Records in a sink's topics that it has not read yet (set by the runtime after
+    /// each read); `-1` for sources and before the first read.
+    pub sink_unread: AtomicI64,
 }
 
 impl Default for TaskMetrics {
@@ -91,6 +139,7 @@ impl Default for TaskMetrics {
             source_lag_ms: AtomicI64::new(-1),
             snapshot_rows: AtomicI64::new(-1),
             snapshot_rows_total: AtomicI64::new(-1),
+            sink_unread: AtomicI64::new(-1),
         }
     }
 }
@@ -124,6 +173,7 @@ struct TaskContext {
     metrics: Arc<TaskMetrics>,
     dead_letters: Arc<dyn DeadLetters>,
     replay_boundaries: Arc<[Position]>,
+    schemas: Arc<dyn Schemas>,
 }
 
 impl TaskContext {
@@ -164,6 +214,7 @@ macro_rules! task_context {
                     metrics,
                     dead_letters,
                     replay_boundaries: Arc::from([]),
+                    schemas: Arc::new(MemorySchemas::default()),
                 })
             }
 
@@ -223,3 +274,17 @@ task_context!(
     /// What a sink task gets from the runtime.
     SinkContext
 );
+
+impl SinkContext {
+    /// Sets where [`SinkContext::schema`] looks schemas up (the runtime reads
+    /// [`SCHEMAS_TOPIC`]; tests use [`MemorySchemas`]).
+    pub fn with_schemas(mut self, schemas: Arc<dyn Schemas>) -> Self {
+        self.0.schemas = schemas;
+        self
+    }
+
+    /// The schema document registered under `id` (see [`Schemas`]), or `None`.
+    pub async fn schema(&self, id: &str) -> Result<Option<Bytes>, ConnectorError> {
+        self.0.schemas.get(id).await
+    }
+}

@@ -47,7 +47,10 @@ pub mod json;
 mod record;
 
 pub use async_trait::async_trait;
-pub use context::{CollectDeadLetters, DeadLetter, DeadLetters, SinkContext, SourceContext, TaskMetrics};
+pub use context::{
+    CollectDeadLetters, DeadLetter, DeadLetters, MemorySchemas, SCHEMA_HEADER, SCHEMAS_TOPIC, Schemas, SinkContext,
+    SourceContext, TaskMetrics,
+};
 pub use error::{ConnectorError, ErrorKind};
 pub use plexus_config::{ConfigSchema, ConnectorKind, FieldKind, FieldSpec, Settings};
 pub use record::{Header, Position, SinkOffsets, SinkRecord, SourceBatch, SourceRecord, TopicPartition};
@@ -104,7 +107,18 @@ pub trait Sink: Send {
     /// commits them.
     async fn flush(&mut self, ctx: &SinkContext, offsets: &SinkOffsets) -> Result<(), ConnectorError>;
 
-    /// Stops and releases resources. Called after the last flush.
+    /// For a sink that holds records past a flush (files that rotate by size or time,
+    /// completed as a whole): the next offsets whose records are durable in the
+    /// destination now. The runtime commits these after a flush instead of all it
+    /// has written, and asks again after [`Sink::stop`]. `None` (the default): a
+    /// successful flush made everything durable.
+    fn durable_offsets(&self) -> Option<SinkOffsets> {
+        None
+    }
+
+    /// Stops and releases resources. Called after the last flush. A sink that holds
+    /// records past a flush finishes them here (a stop is graceful), so that
+    /// [`Sink::durable_offsets`] then covers everything it was given.
     async fn stop(&mut self) -> Result<(), ConnectorError> {
         Ok(())
     }

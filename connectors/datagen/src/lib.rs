@@ -25,6 +25,7 @@
 mod config;
 mod generator;
 mod json;
+mod schema;
 mod source;
 
 #[cfg(test)]

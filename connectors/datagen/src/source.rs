@@ -7,6 +7,7 @@ use plexus_connector::{ConnectorError, Poll, Position, Source, SourceBatch, Sour
 
 use crate::config::DatagenConfig;
 use crate::generator::{Generator, Op};
+use crate::schema::schema_records;
 
 /// Generates the change events of a synthetic shop; see the crate documentation.
 #[derive(Debug)]
@@ -19,6 +20,8 @@ pub struct DatagenSource {
     clock: Option<RateClock>,
     /// Where values and keys are written; records share its allocation.
     buf: BytesMut,
+    /// The tables' schemas go out with the first batch after a start.
+    register_schemas: bool,
 }
 
 impl DatagenSource {
@@ -29,6 +32,7 @@ impl DatagenSource {
             next: 0,
             clock: None,
             buf: BytesMut::new(),
+            register_schemas: true,
         }
     }
 
@@ -68,6 +72,7 @@ impl Source for DatagenSource {
         };
         self.generator = Some(Generator::new(self.config.seed, &self.config.tables, ctx.name()));
         self.clock = None;
+        self.register_schemas = true;
         tracing::info!(connector = %ctx.name(), next = self.next, seed = self.config.seed, "Datagen started.");
         Ok(())
     }
@@ -90,6 +95,9 @@ impl Source for DatagenSource {
             .as_ref()
             .ok_or_else(|| ConnectorError::fatal("datagen polled before it was started"))?;
         let mut records = Vec::with_capacity(events as usize + events as usize / 16);
+        if std::mem::take(&mut self.register_schemas) {
+            records.extend(schema_records(&self.config.tables, generator.event(self.next).ts_ms as i64));
+        }
         // One allocation for the batch's bytes; each record's key and value are slices.
         self.buf.reserve(events as usize * 512);
         for seq in self.next..self.next + events {
@@ -112,7 +120,7 @@ impl Source for DatagenSource {
                 timestamp,
                 key: Some(key),
                 value: Some(value),
-                headers: Vec::new(),
+                headers: vec![event.table.schema_header()],
                 topic: Some(table.to_owned()),
             });
             records.extend(tombstone);

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plexus_connector::{
-    CollectDeadLetters, ConnectorFactory, Poll, Position, Settings, Source, SourceContext, SourceRecord, TaskMetrics,
+    CollectDeadLetters, ConnectorFactory, Poll, Position, SCHEMA_HEADER, SCHEMAS_TOPIC, Settings, Source, SourceContext,
+    SourceRecord, TaskMetrics,
 };
 use serde_json::Value;
 
@@ -34,15 +35,38 @@ async fn run(config: DatagenConfig, resume: Option<Position>) -> (Vec<SourceReco
     let mut source = DatagenSource::new(config);
     source.start(&ctx, resume).await.unwrap();
     let (mut records, mut positions) = (Vec::new(), Vec::new());
+    let mut schemas: HashMap<String, Value> = HashMap::new();
     loop {
         match source.poll(&ctx).await.unwrap() {
             Poll::Batch(batch) => {
-                records.extend(batch.records);
+                for record in batch.records {
+                    if record.topic.as_deref() == Some(SCHEMAS_TOPIC) {
+                        let id = String::from_utf8(record.key.as_deref().unwrap().to_vec()).unwrap();
+                        schemas.insert(id, json(&record.value));
+                    } else {
+                        records.push(record);
+                    }
+                }
                 positions.push(batch.position);
             }
             Poll::Idle => continue,
             Poll::Finished => break,
         }
+    }
+    // Every change names a schema registered before it, of its own table, whose
+    // columns are exactly the row's.
+    for record in records.iter().filter(|r| r.value.is_some()) {
+        let header = record.headers.iter().find(|h| h.key == SCHEMA_HEADER).unwrap();
+        let id = std::str::from_utf8(header.value.as_deref().unwrap()).unwrap();
+        let schema = &schemas[id];
+        assert_eq!(schema["id"], id);
+        assert_eq!(schema["table"].as_str(), record.topic.as_deref());
+        let after = &json(&record.value)["after"];
+        let row = if after.is_null() { &json(&record.value)["before"] } else { after };
+        let mut names: Vec<&str> = schema["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let mut fields: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        (names.sort(), fields.sort());
+        assert_eq!(names, fields, "{id}");
     }
     (records, positions)
 }
@@ -279,8 +303,10 @@ async fn the_factory_reads_settings() {
     let Poll::Batch(batch) = source.poll(&ctx).await.unwrap() else {
         panic!("no batch")
     };
-    assert_eq!(batch.records.len(), 10);
-    assert!(batch.records.iter().all(|r| r.topic.as_deref() == Some("orders")));
+    // The orders schema, then the 10 events.
+    assert_eq!(batch.records.len(), 11);
+    assert_eq!(batch.records[0].topic.as_deref(), Some(SCHEMAS_TOPIC));
+    assert!(batch.records[1..].iter().all(|r| r.topic.as_deref() == Some("orders")));
     assert!(matches!(source.poll(&ctx).await.unwrap(), Poll::Finished));
 
     settings.insert("tables", vec!["invoices".to_owned()]);

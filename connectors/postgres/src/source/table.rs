@@ -8,11 +8,7 @@ use plexus_connector::json::push_escaped;
 use crate::source::config::TableName;
 use crate::types::PgType;
 
-/// The internal topic holding every table schema version, keyed by schema id.
-pub const SCHEMAS_TOPIC: &str = "__schemas";
-
-/// The record header naming the schema of a change event's value.
-pub const SCHEMA_HEADER: &str = "plexus.schema";
+pub use plexus_connector::{SCHEMA_HEADER, SCHEMAS_TOPIC};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
