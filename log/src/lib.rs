@@ -48,6 +48,6 @@ pub use error::{LogError, Result};
 pub use fetch::Fetch;
 pub use groups::{CommittedOffset, ConsumerGroups, GROUPS_TOPIC};
 pub use log::{Log, Topic};
-pub use partition::{AppendOutcome, CompactionReport, Partition, RetentionReport};
+pub use partition::{AppendOutcome, CompactionReport, Partition, RetentionReport, seal_with_position};
 pub use position::{POSITION_HEADER, Position, ProducerEntry, ProducerId};
 pub use stats::{HistogramSnapshot, LATENCY_BUCKETS, LatencyHistogram, PartitionStats};

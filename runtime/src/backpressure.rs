@@ -44,15 +44,23 @@ impl Backpressure {
         worst
     }
 
-    /// Waits while a sink is too far behind; `false` if `stop` fired meanwhile.
-    pub async fn wait(&self, connector: &str, template: &str, stop: impl std::future::Future<Output = ()>) -> bool {
+    /// Waits while a sink is too far behind, counting the records the source has
+    /// polled but not yet appended (`unwritten`) as lag already; `false` if `stop`
+    /// fired meanwhile.
+    pub async fn wait(
+        &self,
+        connector: &str,
+        template: &str,
+        unwritten: impl Fn() -> u64,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
         if self.max_lag == 0 {
             return true;
         }
         tokio::pin!(stop);
         let mut paused = false;
         loop {
-            let lag = self.lag(template);
+            let lag = self.lag(template) + unwritten();
             if lag <= self.max_lag {
                 if paused {
                     tracing::info!(connector, lag, "Source resumed: the sinks caught up.");

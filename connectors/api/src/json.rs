@@ -44,6 +44,29 @@ pub fn push_string(out: &mut impl BufMut, text: &str) {
     out.put_u8(b'"');
 }
 
+/// Appends `value` in decimal, as JSON writes a number.
+pub fn push_u64(out: &mut impl BufMut, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[at..]);
+}
+
+/// Appends `value` in decimal, with its sign.
+pub fn push_i64(out: &mut impl BufMut, value: i64) {
+    if value < 0 {
+        out.put_u8(b'-');
+    }
+    push_u64(out, value.unsigned_abs());
+}
+
 /// Appends milliseconds since the Unix epoch as an ISO-8601 / RFC 3339 UTC time with
 /// milliseconds, without quotes: `2026-11-22T13:04:05.123Z`.
 pub fn push_utc_millis(out: &mut impl BufMut, unix_ms: u64) {
@@ -102,6 +125,25 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_decimal() {
+        let mut out = Vec::new();
+        for (value, text) in [
+            (0i64, "0"),
+            (7, "7"),
+            (-42, "-42"),
+            (i64::MIN, "-9223372036854775808"),
+            (i64::MAX, "9223372036854775807"),
+        ] {
+            out.clear();
+            push_i64(&mut out, value);
+            assert_eq!(std::str::from_utf8(&out).unwrap(), text);
+        }
+        out.clear();
+        push_u64(&mut out, u64::MAX);
+        assert_eq!(std::str::from_utf8(&out).unwrap(), "18446744073709551615");
+    }
 
     #[test]
     fn utc_times_have_milliseconds() {

@@ -3,20 +3,7 @@
 
 use bytes::BytesMut;
 
-/// Appends `value` in decimal.
-pub(crate) fn push_u64(buf: &mut BytesMut, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[at..]);
-}
+pub(crate) use plexus_connector::json::push_u64;
 
 /// Appends `value` with at least `width` digits, zero-padded.
 pub(crate) fn push_u64_padded(buf: &mut BytesMut, value: u64, width: usize) {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plexus_connector::{
-    CollectDeadLetters, ConnectorFactory, Poll, Position, SCHEMA_HEADER, SCHEMAS_TOPIC, Settings, Source, SourceContext,
-    SourceRecord, TaskMetrics,
+    CollectDeadLetters, ConnectorFactory, Poll, Position, SCHEMA_HEADER, SCHEMAS_TOPIC, Settings, Source,
+    SourceContext, SourceRecord, TaskMetrics,
 };
 use serde_json::Value;
 
@@ -62,10 +62,20 @@ async fn run(config: DatagenConfig, resume: Option<Position>) -> (Vec<SourceReco
         assert_eq!(schema["id"], id);
         assert_eq!(schema["table"].as_str(), record.topic.as_deref());
         let after = &json(&record.value)["after"];
-        let row = if after.is_null() { &json(&record.value)["before"] } else { after };
-        let mut names: Vec<&str> = schema["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let row = if after.is_null() {
+            &json(&record.value)["before"]
+        } else {
+            after
+        };
+        let mut names: Vec<&str> = schema["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
         let mut fields: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
-        (names.sort(), fields.sort());
+        names.sort();
+        fields.sort();
         assert_eq!(names, fields, "{id}");
     }
     (records, positions)

@@ -187,13 +187,7 @@ impl Partition {
         producer: ProducerId,
         position: Position,
     ) -> Result<AppendOutcome> {
-        builder.add_header_to_last(POSITION_HEADER, position.as_bytes())?;
-        let fields = ProducerFields {
-            producer_id: producer.get(),
-            producer_epoch: 0,
-            base_sequence: -1,
-        };
-        let bytes = builder.finish(fields)?;
+        let bytes = seal_with_position(builder, producer, &position)?;
         self.append_encoded(bytes, Some((producer, position))).await
     }
 
@@ -534,4 +528,19 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Encodes `builder`'s records as one batch of `producer` carrying `position`, as
+/// [`Partition::append_with_position`] does before writing, for
+/// [`Partition::append_encoded`] with `Some((producer, position))`. The encoding and
+/// compression are the costly part of an append and touch no partition, so a writer
+/// may run them on another thread while an earlier batch is written.
+pub fn seal_with_position(builder: &mut BatchBuilder, producer: ProducerId, position: &Position) -> Result<BytesMut> {
+    builder.add_header_to_last(POSITION_HEADER, position.as_bytes())?;
+    let fields = ProducerFields {
+        producer_id: producer.get(),
+        producer_epoch: 0,
+        base_sequence: -1,
+    };
+    Ok(builder.finish(fields)?)
 }

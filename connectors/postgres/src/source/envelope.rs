@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use plexus_connector::json::push_escaped;
+use plexus_connector::json::{push_escaped, push_i64, push_u64};
 use plexus_connector::{Header, SourceRecord};
 
 use crate::source::table::{SCHEMA_HEADER, TableInfo};
@@ -85,40 +85,15 @@ impl Change {
         let mut value = Vec::with_capacity(self.body.len() + 200 + self.table.source_fields.len());
         value.push(b'{');
         value.extend_from_slice(&self.body);
-        value.extend_from_slice(b",\"source\":{\"version\":\"plexus-");
-        value.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-        value.extend_from_slice(b"\",\"connector\":\"postgres\",\"name\":\"");
-        push_escaped(&mut value, info.connector);
-        value.extend_from_slice(b"\",");
-        value.extend_from_slice(&self.table.source_fields);
-        value.extend_from_slice(b",\"snapshot\":\"");
-        value.extend_from_slice(info.snapshot.as_bytes());
-        value.extend_from_slice(b"\",\"txId\":");
-        match info.txid {
-            Some(xid) => value.extend_from_slice(xid.to_string().as_bytes()),
-            None => value.extend_from_slice(b"null"),
-        }
-        for (name, number) in [("lsn", self.lsn), ("commit_lsn", info.commit_lsn), ("seq", info.seq)] {
-            value.extend_from_slice(b",\"");
-            value.extend_from_slice(name.as_bytes());
-            value.extend_from_slice(b"\":");
-            value.extend_from_slice(number.to_string().as_bytes());
-        }
-        value.extend_from_slice(b",\"ts_ms\":");
-        value.extend_from_slice(info.ts_ms.to_string().as_bytes());
-        value.extend_from_slice(b"},\"op\":\"");
-        value.push(self.op.code());
-        value.extend_from_slice(b"\",\"ts_ms\":");
-        value.extend_from_slice(now_ms.to_string().as_bytes());
+        value.push(b',');
+        write_tail(&mut value, &self.table, info, self.lsn, self.op);
+        push_i64(&mut value, now_ms);
         value.push(b'}');
         SourceRecord {
             timestamp: info.ts_ms,
             key: self.key,
             value: Some(Bytes::from(value)),
-            headers: vec![Header {
-                key: SCHEMA_HEADER.to_owned(),
-                value: Some(Bytes::copy_from_slice(self.table.schema_id.as_bytes())),
-            }],
+            headers: vec![schema_header(&self.table)],
             topic: Some(self.table.qualified.clone()),
         }
     }
@@ -133,6 +108,43 @@ impl Change {
             headers: Vec::new(),
             topic: Some(self.table.qualified.clone()),
         })
+    }
+}
+
+/// `"source":{...},"op":"r","ts_ms":`: what follows the row images in a change's value,
+/// up to the event time and the closing brace.
+pub fn write_tail(out: &mut Vec<u8>, table: &TableInfo, info: &SourceInfo<'_>, lsn: u64, op: Op) {
+    out.extend_from_slice(b"\"source\":{\"version\":\"plexus-");
+    out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    out.extend_from_slice(b"\",\"connector\":\"postgres\",\"name\":\"");
+    push_escaped(out, info.connector);
+    out.extend_from_slice(b"\",");
+    out.extend_from_slice(&table.source_fields);
+    out.extend_from_slice(b",\"snapshot\":\"");
+    out.extend_from_slice(info.snapshot.as_bytes());
+    out.extend_from_slice(b"\",\"txId\":");
+    match info.txid {
+        Some(xid) => push_u64(out, u64::from(xid)),
+        None => out.extend_from_slice(b"null"),
+    }
+    for (name, number) in [("lsn", lsn), ("commit_lsn", info.commit_lsn), ("seq", info.seq)] {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        push_u64(out, number);
+    }
+    out.extend_from_slice(b",\"ts_ms\":");
+    push_i64(out, info.ts_ms);
+    out.extend_from_slice(b"},\"op\":\"");
+    out.push(op.code());
+    out.extend_from_slice(b"\",\"ts_ms\":");
+}
+
+/// The header naming the table's schema.
+pub fn schema_header(table: &TableInfo) -> Header {
+    Header {
+        key: SCHEMA_HEADER.to_owned(),
+        value: Some(Bytes::copy_from_slice(table.schema_id.as_bytes())),
     }
 }
 
@@ -210,7 +222,7 @@ pub fn write_key(table: &TableInfo, cells: &[Cell<'_>]) -> Result<Bytes, ValueEr
 /// taken from `fallback` (the old row, complete under REPLICA IDENTITY FULL) when it has
 /// it, and otherwise left out and listed in `unchanged`: never written as NULL. In a
 /// before image an unsent value is unknown and left out.
-fn write_row(
+pub fn write_row(
     out: &mut Vec<u8>,
     table: &TableInfo,
     cells: &[Cell<'_>],

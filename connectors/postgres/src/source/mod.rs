@@ -12,6 +12,7 @@ mod catalog;
 mod config;
 mod envelope;
 mod position;
+mod read_events;
 mod resnapshot;
 mod snapshot;
 mod spill;

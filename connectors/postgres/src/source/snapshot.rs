@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 use plexus_connector::{ConnectorError, Position, SourceContext, SourceRecord};
 use sqlx::Row;
@@ -21,6 +21,7 @@ use crate::source::config::{CdcConfig, quote_identifier, quote_literal};
 use crate::source::envelope::{self, Cell, Op, SourceInfo};
 use crate::source::now_ms;
 use crate::source::position::{CdcPosition, SnapshotPosition};
+use crate::source::read_events::ReadEvents;
 use crate::source::stream::schema_record;
 use crate::source::table::TableInfo;
 use crate::types::PgType;
@@ -68,7 +69,6 @@ struct TableScan {
     last_key: Vec<String>,
     pending: VecDeque<Segment>,
     running: VecDeque<Running>,
-    rest: BytesMut,
 }
 
 struct Segment {
@@ -79,8 +79,15 @@ struct Segment {
 }
 
 struct Running {
-    rx: mpsc::Receiver<Result<Bytes, ConnectorError>>,
+    rx: mpsc::Receiver<Result<Chunk, ConnectorError>>,
     fixed: Option<SnapshotPosition>,
+}
+
+/// Rows of a segment, in key order, as records.
+struct Chunk {
+    records: Vec<SourceRecord>,
+    /// The key of the last row.
+    last_key: Vec<String>,
 }
 
 /// The connections reading the snapshot, all in the same snapshot transaction.
@@ -164,7 +171,17 @@ impl Snapshot {
             while scan.running.len() < self.connections
                 && let Some(segment) = scan.pending.pop_front()
             {
-                scan.running.push_back(start_segment(&self.pool, segment));
+                let info = SourceInfo {
+                    connector: &self.connector,
+                    snapshot: "true",
+                    commit_lsn: self.consistent_lsn.0,
+                    seq: 0,
+                    txid: None,
+                    ts_ms: self.started_ms,
+                };
+                let events = ReadEvents::new(Arc::clone(&scan.table), &info);
+                scan.running
+                    .push_back(start_segment(&self.pool, segment, events, self.config.batch_size));
             }
             let Some(running) = scan.running.front_mut() else {
                 // The table is done.
@@ -182,33 +199,23 @@ impl Snapshot {
                 break;
             }
             match running.rx.recv().await {
-                Some(Ok(piece)) => {
-                    scan.rest.extend_from_slice(&piece);
-                    let (lines, consumed) = split_lines(&scan.rest);
-                    let mut last_line: Option<&[u8]> = None;
-                    for line in lines {
-                        let info = SourceInfo {
-                            connector: &self.connector,
-                            snapshot: "true",
-                            commit_lsn: self.consistent_lsn.0,
-                            seq: scan.rows + 1,
-                            txid: None,
-                            ts_ms: self.started_ms,
-                        };
-                        let record = row_record(&scan.table, line, &info)?;
-                        if !self.registered.contains(&scan.table.schema_id) {
-                            self.registered.insert(Arc::clone(&scan.table.schema_id));
-                            batch.push(schema_record(&scan.table));
-                        }
-                        batch.push(record);
-                        scan.rows += 1;
-                        rows_in_batch += 1;
-                        last_line = Some(line);
+                Some(Ok(chunk)) => {
+                    if chunk.records.is_empty() {
+                        continue;
                     }
-                    if let Some(line) = last_line {
-                        scan.last_key = key_text(&scan.table, line)?;
+                    if !self.registered.contains(&scan.table.schema_id) {
+                        self.registered.insert(Arc::clone(&scan.table.schema_id));
+                        batch.push(schema_record(&scan.table));
                     }
-                    scan.rest.advance(consumed);
+                    let rows = chunk.records.len();
+                    if batch.is_empty() {
+                        batch = chunk.records;
+                    } else {
+                        batch.extend(chunk.records);
+                    }
+                    scan.rows += rows as u64;
+                    rows_in_batch += rows;
+                    scan.last_key = chunk.last_key;
                     let fixed = running.fixed.is_some();
                     if !fixed && rows_in_batch >= self.config.batch_size {
                         break;
@@ -216,12 +223,6 @@ impl Snapshot {
                 }
                 Some(Err(e)) => return Err(e),
                 None => {
-                    if !scan.rest.is_empty() {
-                        return Err(ConnectorError::retriable(format!(
-                            "the snapshot of {} ended in the middle of a row",
-                            scan.table.qualified
-                        )));
-                    }
                     let done = scan.running.pop_front();
                     if let Some(fixed) = done.and_then(|d| d.fixed) {
                         // Exactly the position the log holds, whatever was read again.
@@ -342,7 +343,6 @@ impl Snapshot {
             last_key,
             pending,
             running: VecDeque::new(),
-            rest: BytesMut::new(),
         }))
     }
 
@@ -425,13 +425,15 @@ fn position_of(scan: &TableScan, consistent_lsn: Lsn) -> Position {
     .encode()
 }
 
-fn start_segment(pool: &Arc<Pool>, segment: Segment) -> Running {
-    let (tx, rx) = mpsc::channel(4);
+/// Reads a segment on a connection of the pool in a task of its own, turning its rows
+/// into records there (so segments are converted in parallel), `chunk_rows` at a time.
+fn start_segment(pool: &Arc<Pool>, segment: Segment, events: ReadEvents, chunk_rows: usize) -> Running {
+    let (tx, rx) = mpsc::channel(2);
     let pool = Arc::clone(pool);
     let sql = segment.sql;
     tokio::spawn(async move {
         let Some(mut conn) = pool.take().await else { return };
-        if copy_into(&mut conn, &sql, &tx).await {
+        if read_segment(&mut conn, &sql, events, chunk_rows.max(1), &tx).await {
             pool.put(conn).await;
         }
     });
@@ -441,9 +443,15 @@ fn start_segment(pool: &Arc<Pool>, segment: Segment) -> Running {
     }
 }
 
-/// Streams the COPY's data into `tx`. False when the connection cannot be reused (an
-/// error, or the reader went away mid-copy).
-async fn copy_into(conn: &mut PgConnection, sql: &str, tx: &mpsc::Sender<Result<Bytes, ConnectorError>>) -> bool {
+/// Streams the COPY's rows into `tx` as chunks of records. False when the connection
+/// cannot be reused (an error, or the reader went away mid-copy).
+async fn read_segment(
+    conn: &mut PgConnection,
+    sql: &str,
+    mut events: ReadEvents,
+    chunk_rows: usize,
+    tx: &mpsc::Sender<Result<Chunk, ConnectorError>>,
+) -> bool {
     let mut stream = match conn.copy_out_raw(sql).await {
         Ok(stream) => stream,
         Err(e) => {
@@ -451,26 +459,67 @@ async fn copy_into(conn: &mut PgConnection, sql: &str, tx: &mpsc::Sender<Result<
             return false;
         }
     };
-    let mut piece = BytesMut::with_capacity(PIECE + 4096);
-    while let Some(data) = stream.next().await {
+    let mut rest = BytesMut::with_capacity(PIECE + 4096);
+    loop {
+        let data = stream.next().await;
+        let end = data.is_none();
         match data {
-            Ok(data) => {
-                piece.extend_from_slice(&data);
-                if piece.len() >= PIECE && tx.send(Ok(piece.split().freeze())).await.is_err() {
-                    return false;
-                }
-            }
-            Err(e) => {
+            Some(Ok(data)) => rest.extend_from_slice(&data),
+            Some(Err(e)) => {
                 let _ = tx.send(Err(sql_error("reading the snapshot", e))).await;
+                return false;
+            }
+            None => {}
+        }
+        if rest.len() < PIECE && !end {
+            continue;
+        }
+        if let Err(e) = convert(&mut events, &mut rest) {
+            let _ = tx.send(Err(e)).await;
+            return false;
+        }
+        if end {
+            break;
+        }
+        if events.len() >= chunk_rows {
+            let (records, last_key) = events.take();
+            if tx.send(Ok(Chunk { records, last_key })).await.is_err() {
                 return false;
             }
         }
     }
     drop(stream);
-    if !piece.is_empty() && tx.send(Ok(piece.freeze())).await.is_err() {
+    if !rest.is_empty() {
+        let _ = tx
+            .send(Err(ConnectorError::retriable(
+                "the snapshot read ended in the middle of a row",
+            )))
+            .await;
         return false;
     }
+    if events.len() > 0 {
+        let (records, last_key) = events.take();
+        if tx.send(Ok(Chunk { records, last_key })).await.is_err() {
+            return false;
+        }
+    }
     true
+}
+
+/// Turns the complete lines of `rest` into records, keeping an incomplete last line.
+fn convert(events: &mut ReadEvents, rest: &mut BytesMut) -> Result<(), ConnectorError> {
+    let now = now_ms();
+    let (lines, consumed) = split_lines(rest);
+    let mut last = None;
+    for line in lines {
+        events.push(line, now)?;
+        last = Some(line);
+    }
+    if let Some(line) = last {
+        events.set_last_key(key_text(events.table(), line)?);
+    }
+    rest.advance(consumed);
+    Ok(())
 }
 
 /// `COPY (SELECT columns FROM table WHERE key > after AND key <= upto ORDER BY key) TO STDOUT`.

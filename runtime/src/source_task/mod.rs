@@ -11,15 +11,23 @@
 //!   every batch up to it is complete everywhere, and the ones after it are replayed
 //!   and deduplicated per partition as above. (The marker needs no fsync of its own:
 //!   losing one only makes the replay longer.)
+//!
+//! The task routes each polled batch to its partitions and hands it to its appender
+//! (`appender.rs`): batches are encoded on the blocking pool, several at a time, and
+//! written one after the other in poll order, while the source polls the next ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plexus_connector::{ConnectorError, Poll, Position, Source, SourceBatch, SourceContext};
-use plexus_log::{AppendOutcome, BatchBuilder, Compression, LogError, Partition, ProducerId, Topic};
+use plexus_log::{LogError, ProducerId, Topic};
 
 use crate::task::{TaskEnd, TaskEnv, log_error};
+
+mod appender;
+
+use appender::{AppenderEnv, Pipeline, Routed};
 
 pub use crate::positions::POSITIONS_TOPIC;
 
@@ -36,73 +44,106 @@ pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<Ta
         .with_replay_boundaries(boundaries);
     source.start(&ctx, resume).await?;
 
-    let mut writer = BatchWriter {
+    let mut pipeline = Pipeline::start(AppenderEnv {
+        connector: env.connector.name.clone(),
         producer,
         markers,
+        metrics: Arc::clone(&env.metrics),
+        batch_latency: Arc::clone(&env.batch_latency),
+    });
+    let mut router = Router {
         topics: HashMap::new(),
-        touched: BTreeMap::new(),
         sticky: 0,
-        builder: BatchBuilder::new(Compression::Lz4),
     };
     let mut uncommitted: Option<Position> = None;
+    let polled = poll_loop(env, source, &ctx, &mut router, &mut pipeline, &mut uncommitted).await;
+    // Whatever ended the loop, what was polled is written (in order) before the task
+    // ends, so a restarted task never races its predecessor's appender.
+    let end = match polled {
+        Ok(end) => {
+            env.dlq.drain(&env.log).await?;
+            if let Some(position) = uncommitted.take() {
+                pipeline.flush().await?;
+                source.commit(&position).await?;
+            }
+            pipeline.close().await?;
+            end
+        }
+        Err(e) => {
+            let _ = pipeline.close().await;
+            return Err(e);
+        }
+    };
+    source.stop().await?;
+    tracing::info!(connector = %env.connector.name, end = ?end, "Source stopped.");
+    Ok(end)
+}
+
+async fn poll_loop(
+    env: &mut TaskEnv,
+    source: &mut dyn Source,
+    ctx: &SourceContext,
+    router: &mut Router,
+    pipeline: &mut Pipeline,
+    uncommitted: &mut Option<Position>,
+) -> Result<TaskEnd, ConnectorError> {
     let mut last_commit = Instant::now();
-    let end = loop {
+    loop {
         if env.stopping() {
-            break TaskEnd::Stopped;
+            return Ok(TaskEnd::Stopped);
         }
         if env.paused() {
             // Make what was written durable and acknowledged before idling.
             if let Some(position) = uncommitted.take() {
-                writer.commit(source, &position).await?;
+                pipeline.flush().await?;
+                source.commit(&position).await?;
             }
             if !env.wait_resumed().await {
-                break TaskEnd::Stopped;
+                return Ok(TaskEnd::Stopped);
             }
             continue;
         }
         let template = env.connector.topics.first().map_or("", String::as_str);
         if !env
             .backpressure
-            .wait(&env.connector.name, template, env.stop_requested())
+            .wait(
+                &env.connector.name,
+                template,
+                || pipeline.unwritten(),
+                env.stop_requested(),
+            )
             .await
         {
-            break TaskEnd::Stopped;
+            return Ok(TaskEnd::Stopped);
         }
         let poll = tokio::select! {
-            poll = source.poll(&ctx) => poll?,
-            _ = env.stop_requested() => break TaskEnd::Stopped,
+            poll = source.poll(ctx) => poll?,
+            _ = env.stop_requested() => return Ok(TaskEnd::Stopped),
         };
         match poll {
             Poll::Batch(batch) => {
                 env.dlq.drain(&env.log).await?;
                 let position = batch.position.clone();
-                let started = Instant::now();
-                writer.write(env, batch).await?;
-                env.batch_latency.observe(started.elapsed());
-                uncommitted = Some(position);
+                let routed = router.route(env, batch).await?;
+                pipeline.submit(routed).await?;
+                *uncommitted = Some(position);
             }
             Poll::Idle => {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = env.stop_requested() => break TaskEnd::Stopped,
+                    _ = env.stop_requested() => return Ok(TaskEnd::Stopped),
                 }
             }
-            Poll::Finished => break TaskEnd::Finished,
+            Poll::Finished => return Ok(TaskEnd::Finished),
         }
         if last_commit.elapsed() >= COMMIT_INTERVAL
             && let Some(position) = uncommitted.take()
         {
-            writer.commit(source, &position).await?;
+            pipeline.flush().await?;
+            source.commit(&position).await?;
             last_commit = Instant::now();
         }
-    };
-    env.dlq.drain(&env.log).await?;
-    if let Some(position) = uncommitted.take() {
-        writer.commit(source, &position).await?;
     }
-    source.stop().await?;
-    tracing::info!(connector = %env.connector.name, end = ?end, "Source stopped.");
-    Ok(end)
 }
 
 /// The positions after `resume` that some partition holds from `producer`: batches a
@@ -124,92 +165,51 @@ fn replay_boundaries(log: &plexus_log::Log, producer: ProducerId, resume: Option
     boundaries
 }
 
-/// Splits batches by partition and appends them with their position.
-struct BatchWriter {
-    producer: ProducerId,
-    markers: Arc<Partition>,
+/// Decides each record's topic and partition.
+struct Router {
     topics: HashMap<String, Arc<Topic>>,
-    /// Partitions written since the last commit, to flush before committing.
-    touched: BTreeMap<(String, u32), Arc<Partition>>,
     /// Partition for records without a key, rotated per batch (Kafka's sticky partitioner).
     sticky: usize,
-    builder: BatchBuilder,
 }
 
-impl BatchWriter {
-    async fn write(&mut self, env: &TaskEnv, batch: SourceBatch) -> Result<(), ConnectorError> {
+impl Router {
+    async fn route(&mut self, env: &TaskEnv, batch: SourceBatch) -> Result<Routed, ConnectorError> {
         let SourceBatch { records, position } = batch;
-        let log_position = plexus_log::Position::from_bytes(position.as_bytes().clone());
         let template = env.connector.topics.first().map_or("", String::as_str);
         self.sticky = self.sticky.wrapping_add(1);
 
-        // Group by (topic, partition), keeping each group's records in order.
-        let mut groups: BTreeMap<(String, u32), Vec<usize>> = BTreeMap::new();
+        // Group by (topic, partition), keeping each group's records in order. Records
+        // of one table come in runs: the topic is looked up once per run.
+        let mut groups: BTreeMap<(Arc<str>, u32), Vec<usize>> = BTreeMap::new();
+        let mut current: Option<(Option<&str>, Arc<str>, usize)> = None;
         for (i, record) in records.iter().enumerate() {
-            let topic_name = topic_for(template, record.topic.as_deref(), &env.connector.name);
-            let topic_name = topic_name.as_str();
-            let topic = self.topic(env, topic_name).await?;
-            let count = topic.partitions().len().max(1);
+            let named = record.topic.as_deref();
+            let (topic_name, count) = match &current {
+                Some((name, topic_name, count)) if *name == named => (Arc::clone(topic_name), *count),
+                _ => {
+                    let topic_name: Arc<str> = topic_for(template, named, &env.connector.name).into();
+                    let count = self.topic(env, &topic_name).await?.partitions().len().max(1);
+                    current = Some((named, Arc::clone(&topic_name), count));
+                    (topic_name, count)
+                }
+            };
             let partition = match &record.key {
                 Some(key) => fnv1a(key) as usize % count,
                 None => self.sticky % count,
             };
-            groups
-                .entry((topic_name.to_owned(), partition as u32))
-                .or_default()
-                .push(i);
+            groups.entry((topic_name, partition as u32)).or_default().push(i);
         }
-        let mut bytes = 0u64;
-        let (mut written, mut written_bytes) = (0u64, 0u64);
+        let mut routed = Vec::with_capacity(groups.len());
         for ((topic_name, partition), indexes) in groups {
             let topic = self.topic(env, &topic_name).await?;
             let partition = Arc::clone(topic.partition(partition).map_err(log_error)?);
-            let mut group_bytes = 0u64;
-            for &i in &indexes {
-                let r = &records[i];
-                let headers: Vec<(&str, Option<&[u8]>)> =
-                    r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
-                group_bytes +=
-                    r.value.as_ref().map_or(0, |v| v.len() as u64) + r.key.as_ref().map_or(0, |k| k.len() as u64);
-                self.builder
-                    .push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
-            }
-            bytes += group_bytes;
-            let outcome = partition
-                .append_with_position(&mut self.builder, self.producer, log_position.clone())
-                .await
-                .map_err(log_error)?;
-            if let AppendOutcome::AlreadyWritten { .. } = outcome {
-                tracing::debug!(connector = %env.connector.name, topic = %topic_name, "Replayed batch already in the log.");
-            } else {
-                written += indexes.len() as u64;
-                written_bytes += group_bytes;
-            }
-            self.touched.insert((topic_name, partition.id()), partition);
+            routed.push((topic_name, partition, indexes));
         }
-        // The marker: this batch is complete in every partition.
-        self.builder.push(
-            crate::now_ms(),
-            Some(env.connector.name.as_bytes()),
-            Some(position.as_bytes()),
-            &[],
-        );
-        self.markers
-            .append_with_position(&mut self.builder, self.producer, log_position)
-            .await
-            .map_err(log_error)?;
-        env.metrics.add_records(records.len() as u64, bytes);
-        env.metrics.add_records_out(written, written_bytes);
-        Ok(())
-    }
-
-    /// Makes the written batches durable, then lets the source acknowledge its system.
-    async fn commit(&mut self, source: &mut dyn Source, position: &Position) -> Result<(), ConnectorError> {
-        for partition in std::mem::take(&mut self.touched).into_values() {
-            partition.flush().await.map_err(log_error)?;
-        }
-        self.markers.flush().await.map_err(log_error)?;
-        source.commit(position).await
+        Ok(Routed {
+            records,
+            groups: routed,
+            position,
+        })
     }
 
     async fn topic(&mut self, env: &TaskEnv, name: &str) -> Result<Arc<Topic>, ConnectorError> {

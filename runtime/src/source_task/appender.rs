@@ -1,0 +1,268 @@
+//! The write side of a source task: batches are encoded (and compressed) on the blocking
+//! pool, several at once, and appended strictly in poll order by one task of their own,
+//! so that the source polls its next batch while earlier ones are sealed and written.
+//!
+//! Order is what exactly once rests on: a batch's appends, then its position marker,
+//! then the next batch's. The appender alone writes, one job at a time, in the order
+//! the jobs were queued; a flush waits for every job queued before it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use plexus_connector::{ConnectorError, Position, SourceRecord, TaskMetrics};
+use plexus_log::{AppendOutcome, BatchBuilder, Compression, LatencyHistogram, Partition, ProducerId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::task::log_error;
+
+/// Batches queued for the appender beyond the one it is writing.
+const QUEUED: usize = 2;
+
+/// A polled batch with each record's partition decided.
+pub(super) struct Routed {
+    pub records: Vec<SourceRecord>,
+    /// `(topic, partition, indexes into records)`, each group's records in poll order.
+    pub groups: Vec<(Arc<str>, Arc<Partition>, Vec<usize>)>,
+    pub position: Position,
+}
+
+/// A batch encoded for each of its partitions.
+struct Sealed {
+    groups: Vec<SealedGroup>,
+    position: plexus_log::Position,
+    /// The source's own position, for the marker.
+    source_position: Position,
+    records: u64,
+    bytes: u64,
+    polled: Instant,
+    /// Every record of the polled batch, routed or not.
+    polled_records: u64,
+}
+
+struct SealedGroup {
+    topic: Arc<str>,
+    partition: Arc<Partition>,
+    batch: BytesMut,
+    records: u64,
+    bytes: u64,
+}
+
+enum Job {
+    Batch(JoinHandle<Result<Sealed, ConnectorError>>),
+    /// Make everything appended so far durable, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+/// What the appender needs from the task.
+pub(super) struct AppenderEnv {
+    pub connector: String,
+    pub producer: ProducerId,
+    pub markers: Arc<Partition>,
+    pub metrics: Arc<TaskMetrics>,
+    pub batch_latency: Arc<LatencyHistogram>,
+}
+
+/// The source task's handle on its appender.
+pub(super) struct Pipeline {
+    tx: Option<mpsc::Sender<Job>>,
+    task: Option<JoinHandle<Result<(), ConnectorError>>>,
+    producer: ProducerId,
+    builders: Arc<Mutex<Vec<BatchBuilder>>>,
+    /// Records submitted and not yet appended.
+    unwritten: Arc<AtomicU64>,
+}
+
+impl Pipeline {
+    pub(super) fn start(env: AppenderEnv) -> Pipeline {
+        let (tx, rx) = mpsc::channel(QUEUED);
+        let builders = Arc::new(Mutex::new(Vec::new()));
+        let producer = env.producer;
+        let unwritten = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(append_loop(rx, env, Arc::clone(&builders), Arc::clone(&unwritten)));
+        Pipeline {
+            tx: Some(tx),
+            task: Some(task),
+            producer,
+            builders,
+            unwritten,
+        }
+    }
+
+    /// Records submitted and not yet appended.
+    pub(super) fn unwritten(&self) -> u64 {
+        self.unwritten.load(Ordering::Relaxed)
+    }
+
+    /// Seals `routed` on the blocking pool and queues it for appending; waits while the
+    /// queue is full.
+    pub(super) async fn submit(&mut self, routed: Routed) -> Result<(), ConnectorError> {
+        let builder = self
+            .builders
+            .lock()
+            .pop()
+            .unwrap_or_else(|| BatchBuilder::new(Compression::Lz4));
+        let producer = self.producer;
+        let builders = Arc::clone(&self.builders);
+        let polled = Instant::now();
+        self.unwritten.fetch_add(routed.records.len() as u64, Ordering::Relaxed);
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut builder = builder;
+            let sealed = seal(routed, &mut builder, producer, polled);
+            builders.lock().push(builder);
+            sealed
+        });
+        self.send(Job::Batch(handle)).await
+    }
+
+    /// Returns once every batch submitted so far is appended and durable.
+    pub(super) async fn flush(&mut self) -> Result<(), ConnectorError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Job::Flush(reply)).await?;
+        match done.await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.failure().await),
+        }
+    }
+
+    /// Lets the appender write what is queued, then ends it.
+    pub(super) async fn close(mut self) -> Result<(), ConnectorError> {
+        drop(self.tx.take());
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| ConnectorError::fatal(format!("the appender of the source task failed: {e}")))?,
+            None => Ok(()),
+        }
+    }
+
+    async fn send(&mut self, job: Job) -> Result<(), ConnectorError> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(job).await.is_ok(),
+            None => false,
+        };
+        if sent { Ok(()) } else { Err(self.failure().await) }
+    }
+
+    /// Why the appender stopped (it only stops early on an error).
+    async fn failure(&mut self) -> ConnectorError {
+        drop(self.tx.take());
+        match self.task.take() {
+            Some(task) => match task.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => ConnectorError::fatal("the appender of the source task ended early"),
+                Err(e) => ConnectorError::fatal(format!("the appender of the source task failed: {e}")),
+            },
+            None => ConnectorError::fatal("the appender of the source task is gone"),
+        }
+    }
+}
+
+/// Encodes each group of `routed` as one batch carrying the position.
+fn seal(
+    routed: Routed,
+    builder: &mut BatchBuilder,
+    producer: ProducerId,
+    polled: Instant,
+) -> Result<Sealed, ConnectorError> {
+    let Routed {
+        records,
+        groups,
+        position: source_position,
+    } = routed;
+    let position = plexus_log::Position::from_bytes(source_position.as_bytes().clone());
+    let polled_records = records.len() as u64;
+    let mut sealed = Vec::with_capacity(groups.len());
+    let mut headers: Vec<(&str, Option<&[u8]>)> = Vec::new();
+    let (mut total_records, mut total_bytes) = (0u64, 0u64);
+    for (topic, partition, indexes) in groups {
+        let mut bytes = 0u64;
+        for &i in &indexes {
+            let r = &records[i];
+            headers.clear();
+            headers.extend(r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())));
+            bytes += r.value.as_ref().map_or(0, |v| v.len() as u64) + r.key.as_ref().map_or(0, |k| k.len() as u64);
+            builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
+        }
+        let batch = plexus_log::seal_with_position(builder, producer, &position).map_err(log_error)?;
+        total_records += indexes.len() as u64;
+        total_bytes += bytes;
+        sealed.push(SealedGroup {
+            topic,
+            partition,
+            batch,
+            records: indexes.len() as u64,
+            bytes,
+        });
+    }
+    Ok(Sealed {
+        groups: sealed,
+        position,
+        source_position,
+        records: total_records,
+        bytes: total_bytes,
+        polled,
+        polled_records,
+    })
+}
+
+async fn append_loop(
+    mut rx: mpsc::Receiver<Job>,
+    env: AppenderEnv,
+    builders: Arc<Mutex<Vec<BatchBuilder>>>,
+    unwritten: Arc<AtomicU64>,
+) -> Result<(), ConnectorError> {
+    let mut touched: std::collections::BTreeMap<(Arc<str>, u32), Arc<Partition>> = Default::default();
+    let mut marker = BatchBuilder::new(Compression::None);
+    while let Some(job) = rx.recv().await {
+        match job {
+            Job::Batch(handle) => {
+                let sealed = handle
+                    .await
+                    .map_err(|e| ConnectorError::fatal(format!("encoding a batch failed: {e}")))??;
+                let (mut written, mut written_bytes) = (0u64, 0u64);
+                for group in sealed.groups {
+                    let outcome = group
+                        .partition
+                        .append_encoded(group.batch, Some((env.producer, sealed.position.clone())))
+                        .await
+                        .map_err(log_error)?;
+                    if let AppendOutcome::AlreadyWritten { .. } = outcome {
+                        tracing::debug!(connector = %env.connector, topic = %group.topic, "Replayed batch already in the log.");
+                    } else {
+                        written += group.records;
+                        written_bytes += group.bytes;
+                    }
+                    touched.insert((group.topic, group.partition.id()), group.partition);
+                }
+                // The marker: this batch is complete in every partition.
+                marker.push(
+                    crate::now_ms(),
+                    Some(env.connector.as_bytes()),
+                    Some(sealed.source_position.as_bytes()),
+                    &[],
+                );
+                env.markers
+                    .append_with_position(&mut marker, env.producer, sealed.position)
+                    .await
+                    .map_err(log_error)?;
+                env.metrics.add_records(sealed.records, sealed.bytes);
+                env.metrics.add_records_out(written, written_bytes);
+                env.batch_latency.observe(sealed.polled.elapsed());
+                unwritten.fetch_sub(sealed.polled_records, Ordering::Relaxed);
+            }
+            Job::Flush(reply) => {
+                for partition in std::mem::take(&mut touched).into_values() {
+                    partition.flush().await.map_err(log_error)?;
+                }
+                env.markers.flush().await.map_err(log_error)?;
+                let _ = reply.send(());
+            }
+        }
+    }
+    drop(builders);
+    Ok(())
+}
