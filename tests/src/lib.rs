@@ -7,6 +7,7 @@
 
 pub mod postgres;
 pub mod python;
+pub mod seaweed;
 pub mod writer;
 
 pub use postgres::{PostgresError, TempPostgres};
