@@ -25,6 +25,7 @@ impl Registry {
         registry.register(Arc::new(plexus_connector_datagen::DatagenFactory::new()));
         registry.register(Arc::new(plexus_connector_file::FileSourceFactory::new()));
         registry.register(Arc::new(plexus_connector_file::FileSinkFactory::new()));
+        registry.register(Arc::new(plexus_connector_parquet::ParquetSinkFactory));
         registry.register(Arc::new(plexus_connector_postgres::PostgresCdcFactory::new()));
         registry.register(Arc::new(crate::discard::DiscardFactory));
         registry

@@ -23,6 +23,8 @@ struct Assigned {
     topic: Arc<str>,
     partition: Arc<Partition>,
     next: i64,
+    /// Where the task started reading.
+    first: i64,
 }
 
 pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEnd, ConnectorError> {
@@ -58,6 +60,7 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
                 topic: Arc::from(topic_name.as_str()),
                 partition: Arc::clone(partition),
                 next,
+                first: next,
             });
         }
     }
@@ -101,8 +104,14 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
             .iter()
             .map(|a| (a.partition.end_offset() - a.next).max(0))
             .sum();
-        env.metrics.sink_unread.store(unread, std::sync::atomic::Ordering::Relaxed);
-        if pending.records > 0 && (pending.records >= FLUSH_RECORDS || last_flush.elapsed() >= FLUSH_INTERVAL) {
+        env.metrics
+            .sink_unread
+            .store(unread, std::sync::atomic::Ordering::Relaxed);
+        // A sink that holds records past its flushes (files rotating on a timer) is
+        // flushed on the interval even while nothing new arrives, so it can finish them.
+        let due = last_flush.elapsed() >= FLUSH_INTERVAL;
+        let holding = due && holds_records(&*sink, &assigned);
+        if (pending.records > 0 && (pending.records >= FLUSH_RECORDS || due)) || holding {
             commit(env, sink, &ctx, &assigned, &mut pending).await?;
             last_flush = Instant::now();
         }
@@ -131,6 +140,19 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
     }
     tracing::info!(connector = %env.connector.name, "Sink stopped.");
     Ok(end)
+}
+
+/// Whether the sink holds records it was given that are not durable yet.
+fn holds_records(sink: &dyn Sink, assigned: &[Assigned]) -> bool {
+    sink.durable_offsets().is_some_and(|durable| {
+        assigned.iter().any(|a| {
+            let tp = TopicPartition {
+                topic: a.topic.to_string(),
+                partition: a.partition.id(),
+            };
+            durable.get(&tp).map_or(a.first, |&offset| offset) < a.next
+        })
+    })
 }
 
 /// Commits the consumer group's offsets to what the sink made durable.

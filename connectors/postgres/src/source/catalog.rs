@@ -91,7 +91,7 @@ fn is_tls_failure(error: &sqlx::Error) -> bool {
 }
 
 /// Checks what logical replication needs, with the exact fix when something is missing.
-pub async fn check_server(conn: &mut PgConnection, user: &str) -> Result<u32, ConnectorError> {
+pub async fn check_server(conn: &mut PgConnection, user: &str, replication: bool) -> Result<u32, ConnectorError> {
     let row = sqlx::query(
         "SELECT current_setting('wal_level'), current_setting('server_version_num')::int4, \
          (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
@@ -101,16 +101,19 @@ pub async fn check_server(conn: &mut PgConnection, user: &str) -> Result<u32, Co
     .map_err(|e| sql_error("reading the server settings", e))?;
     let wal_level: String = row.try_get(0).map_err(|e| sql_error("reading wal_level", e))?;
     let version: i32 = row.try_get(1).map_err(|e| sql_error("reading server_version_num", e))?;
-    let replication: Option<bool> = row
+    let may_replicate: Option<bool> = row
         .try_get(2)
         .map_err(|e| sql_error("reading the user's attributes", e))?;
+    if !replication {
+        return Ok(u32::try_from(version).unwrap_or(0));
+    }
     if wal_level != "logical" {
         return Err(ConnectorError::config(format!(
             "the server's wal_level is `{wal_level}`, and change data capture needs `logical`: run \
              `ALTER SYSTEM SET wal_level = logical;` as a superuser and restart PostgreSQL"
         )));
     }
-    if replication != Some(true) {
+    if may_replicate != Some(true) {
         return Err(ConnectorError::config(format!(
             "user `{user}` may not read replication slots: run `ALTER ROLE {} REPLICATION;` as a superuser",
             quote_identifier(user)
@@ -126,20 +129,70 @@ pub async fn load_tables(
     database: &str,
     tables: &[TableName],
     types: &mut TypeCache,
+    changes: bool,
 ) -> Result<Vec<Arc<TableInfo>>, ConnectorError> {
     let mut loaded = Vec::with_capacity(tables.len());
     for table in tables {
-        loaded.push(Arc::new(load_table(conn, database, table, types).await?));
+        let info = if changes {
+            load_table(conn, database, table, types).await?
+        } else {
+            read_table(conn, database, table, types).await?
+        };
+        loaded.push(Arc::new(info));
     }
     Ok(loaded)
 }
 
+/// A table whose changes are captured: [`read_table`], refusing a table whose updates
+/// and deletes the WAL cannot identify.
 pub async fn load_table(
     conn: &mut PgConnection,
     database: &str,
     table: &TableName,
     types: &mut TypeCache,
 ) -> Result<TableInfo, ConnectorError> {
+    let (info, identity) = describe_table(conn, database, table, types).await?;
+    let fix = format!(
+        "add a primary key (`ALTER TABLE {0} ADD PRIMARY KEY (...);`) or let PostgreSQL log whole old rows \
+         (`ALTER TABLE {0} REPLICA IDENTITY FULL;`)",
+        table.quoted()
+    );
+    match identity.as_str() {
+        "n" => {
+            return Err(ConnectorError::config(format!(
+                "table {table} has REPLICA IDENTITY NOTHING: its updates and deletes cannot be captured \
+                 (and PostgreSQL refuses them once it is published); {fix}"
+            )));
+        }
+        "d" if info.key.is_empty() => {
+            return Err(ConnectorError::config(format!(
+                "table {table} has no primary key and no replica identity: its updates and deletes cannot be \
+                 captured (and PostgreSQL refuses them once it is published); {fix}"
+            )));
+        }
+        _ => {}
+    }
+    Ok(info)
+}
+
+/// A table that is only read (a bulk export): columns and key, whatever its replica
+/// identity.
+pub async fn read_table(
+    conn: &mut PgConnection,
+    database: &str,
+    table: &TableName,
+    types: &mut TypeCache,
+) -> Result<TableInfo, ConnectorError> {
+    Ok(describe_table(conn, database, table, types).await?.0)
+}
+
+/// The table's shape, and its replica identity (`relreplident`).
+async fn describe_table(
+    conn: &mut PgConnection,
+    database: &str,
+    table: &TableName,
+    types: &mut TypeCache,
+) -> Result<(TableInfo, String), ConnectorError> {
     let doing = format!("reading table {table}");
     let row = sqlx::query(
         "SELECT c.oid::int8, c.relreplident::text, c.relkind::text, has_table_privilege(c.oid, 'SELECT') \
@@ -191,27 +244,7 @@ pub async fn load_table(
         .iter()
         .filter_map(|k| columns.iter().position(|c| &c.name == k))
         .collect();
-    let fix = format!(
-        "add a primary key (`ALTER TABLE {0} ADD PRIMARY KEY (...);`) or let PostgreSQL log whole old rows \
-         (`ALTER TABLE {0} REPLICA IDENTITY FULL;`)",
-        table.quoted()
-    );
-    match identity.as_str() {
-        "n" => {
-            return Err(ConnectorError::config(format!(
-                "table {table} has REPLICA IDENTITY NOTHING: its updates and deletes cannot be captured \
-                 (and PostgreSQL refuses them once it is published); {fix}"
-            )));
-        }
-        "d" if key.is_empty() => {
-            return Err(ConnectorError::config(format!(
-                "table {table} has no primary key and no replica identity: its updates and deletes cannot be \
-                 captured (and PostgreSQL refuses them once it is published); {fix}"
-            )));
-        }
-        _ => {}
-    }
-    Ok(TableInfo::new(table.clone(), database, columns, key))
+    Ok((TableInfo::new(table.clone(), database, columns, key), identity))
 }
 
 /// The primary key's columns in key order, or else the replica identity index's.

@@ -15,6 +15,10 @@ pub enum SnapshotMode {
     Initial,
     /// Only stream changes made from now on.
     Never,
+    /// Read every row of the tables, then finish: a bulk export. Needs no replication
+    /// slot, publication, `wal_level` or `REPLICATION` privilege (it reads in one
+    /// repeatable-read snapshot), so it also runs against a read replica.
+    InitialOnly,
 }
 
 /// A table as `schema.name`.
@@ -118,9 +122,9 @@ pub(crate) static SCHEMA: LazyLock<ConfigSchema> = LazyLock::new(|| {
         .field(FieldSpec::new("slot", FieldKind::String).doc("The replication slot (created if missing). Default: `plexus_<connector name>`."))
         .field(FieldSpec::new("publication", FieldKind::String).doc("The publication (created if missing, and kept to exactly `tables`). Default: `plexus_<connector name>`."))
         .field(
-            FieldSpec::new("snapshot_mode", FieldKind::one_of(["initial", "never"]))
+            FieldSpec::new("snapshot_mode", FieldKind::one_of(["initial", "never", "initial_only"]))
                 .with_default("initial")
-                .doc("`initial`: read every row first (consistent with the slot), then stream changes; `never`: only changes from now on."),
+                .doc("`initial`: read every row first (consistent with the slot), then stream changes; `never`: only changes from now on; `initial_only`: read every row, then finish (a bulk export: no slot, no publication, no logical `wal_level` needed)."),
         )
         .field(
             FieldSpec::new("snapshot_parallelism", FieldKind::integer_between(Some(1), Some(16)))
@@ -220,6 +224,7 @@ impl CdcConfig {
         tables.dedup();
         let snapshot_mode = match settings.string("snapshot_mode").unwrap_or("initial") {
             "never" => SnapshotMode::Never,
+            "initial_only" => SnapshotMode::InitialOnly,
             _ => SnapshotMode::Initial,
         };
         let count = |name: &str, default: i64| settings.integer(name).unwrap_or(default).max(1) as u64;

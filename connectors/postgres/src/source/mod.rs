@@ -30,7 +30,7 @@ use plexus_connector::{
 use crate::client::{ClientError, ReplicationConnection};
 use crate::replication::Lsn;
 pub use config::{CdcConfig, SnapshotMode, TableName};
-use position::{CdcPosition, ResnapshotState};
+use position::{CdcPosition, ResnapshotState, SnapshotPosition};
 use snapshot::Snapshot;
 use stream::Streamer;
 pub use table::{SCHEMA_HEADER, SCHEMAS_TOPIC};
@@ -128,9 +128,22 @@ impl Source for PostgresCdcSource {
         }
 
         let mut conn = catalog::connect(&config.connect).await?;
-        let version = catalog::check_server(&mut conn, &config.connect.user).await?;
+        let changes = config.snapshot_mode != SnapshotMode::InitialOnly;
+        let version = catalog::check_server(&mut conn, &config.connect.user, changes).await?;
         let mut types = catalog::TypeCache::default();
-        let tables = catalog::load_tables(&mut conn, &config.connect.database, &config.tables, &mut types).await?;
+        let tables =
+            catalog::load_tables(&mut conn, &config.connect.database, &config.tables, &mut types, changes).await?;
+        if !changes {
+            let snapshot = bulk_snapshot(&config, ctx.name(), &mut conn, tables, resume, snapshot_boundaries).await?;
+            self.phase = Phase::Snapshot(Box::new(SnapshotPhase {
+                config,
+                snapshot,
+                replication: None,
+                stream_boundaries,
+            }));
+            let _ = sqlx::Connection::close(conn).await;
+            return Ok(());
+        }
         catalog::ensure_publication(&mut conn, &config.publication, &config.tables).await?;
         let slot = catalog::slot_state(&mut conn, &config.slot).await?;
         if let Some(state) = &slot {
@@ -286,6 +299,10 @@ impl Source for PostgresCdcSource {
                     } = *phase;
                     let consistent = snapshot.consistent_lsn();
                     snapshot.close().await;
+                    if config.snapshot_mode == SnapshotMode::InitialOnly {
+                        tracing::info!(connector = %ctx.name(), "Snapshot finished; the source is done (`snapshot_mode = \"initial_only\"`).");
+                        return Ok(Poll::Finished);
+                    }
                     tracing::info!(connector = %ctx.name(), lsn = %consistent, "Snapshot finished; streaming changes.");
                     let replication = match replication {
                         Some(replication) => replication,
@@ -340,6 +357,53 @@ impl Source for PostgresCdcSource {
         }
         Ok(())
     }
+}
+
+/// The snapshot of a bulk export (`initial_only`): every table read in one
+/// repeatable-read snapshot of its own, no slot. After a crash it resumes after the last
+/// row the log holds, under a new snapshot.
+async fn bulk_snapshot(
+    config: &Arc<CdcConfig>,
+    connector: &str,
+    conn: &mut sqlx::postgres::PgConnection,
+    tables: Vec<Arc<table::TableInfo>>,
+    resume: Option<CdcPosition>,
+    boundaries: Vec<SnapshotPosition>,
+) -> Result<Snapshot, ConnectorError> {
+    let resume = match resume {
+        None => None,
+        Some(CdcPosition::Snapshot(position)) => Some(position),
+        Some(CdcPosition::Stream { .. }) => {
+            return Err(ConnectorError::config(format!(
+                "connector `{connector}` has `snapshot_mode = \"initial_only\"` but the log holds a streaming position \
+                 of it (it ran with another mode before); give the export its own connector name"
+            )));
+        }
+    };
+    // The WAL position the rows are consistent with, for their `source.commit_lsn`
+    // (a read replica replays the primary's WAL).
+    let (lsn,): (String,) = sqlx::query_as(
+        "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| catalog::sql_error("reading the current WAL position", e))?;
+    let consistent: Lsn = lsn.parse().unwrap_or(Lsn::INVALID);
+    if let Some(position) = &resume {
+        tracing::info!(connector, table = %position.table, rows = position.rows, "Resuming the export after the last row the log holds.");
+    }
+    let readers = snapshot_readers(config, None).await?;
+    let estimates = estimates(conn, &tables).await?;
+    Ok(Snapshot::new(
+        Arc::clone(config),
+        connector.to_owned(),
+        tables,
+        &estimates,
+        consistent,
+        readers,
+        resume,
+        boundaries,
+    ))
 }
 
 /// Opens the replication connection.
