@@ -13,6 +13,7 @@ mod discard;
 pub mod lag;
 pub mod metrics;
 mod positions;
+pub mod progress;
 mod registry;
 mod schemas;
 pub mod sink_task;

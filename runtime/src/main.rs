@@ -10,7 +10,11 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use plexus_config::{Config, ConnectorKind};
 use plexus_log::{BatchBuilder, Compression, Log, LogConfig, TopicConfig};
+use plexus_runtime::progress::Progress;
 use plexus_runtime::{Registry, RestServer, TaskState, Worker};
+
+/// How often `plexus run` logs progress when stderr is not a terminal.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(10);
 
 mod bench;
 mod client;
@@ -249,6 +253,7 @@ async fn run(
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut last: Vec<(String, u64)> = Vec::new();
     let mut last_tick = Instant::now();
+    let mut last_logged = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { tracing::info!("Interrupted; stopping."); break; }
@@ -262,19 +267,37 @@ async fn run(
             _ = ticker.tick() => {
                 let metrics = worker.metrics();
                 let now: Vec<(String, u64)> = metrics.iter().map(|(n, m)| (n.clone(), m.records.load(Ordering::Relaxed))).collect();
+                let secs = last_tick.elapsed().as_secs_f64().max(1e-3);
+                let lines: Vec<String> = metrics.iter().map(|(name, m)| {
+                    let total = m.records.load(Ordering::Relaxed);
+                    let before = last.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
+                    let connector = worker.connector(name);
+                    let lag = connector
+                        .as_ref()
+                        .filter(|c| c.kind == ConnectorKind::Sink)
+                        .map(|c| plexus_runtime::lag::sink_lag(worker.log(), &c.name, &c.topics));
+                    let snapshot_total = m.snapshot_rows_total.load(Ordering::Relaxed);
+                    let snapshot = (snapshot_total > 0).then(|| {
+                        (m.snapshot_rows.load(Ordering::Relaxed).max(0) as u64, snapshot_total as u64)
+                    });
+                    Progress {
+                        name,
+                        state: connector.as_ref().map_or("?", |c| c.state.as_str()),
+                        rate: total.saturating_sub(before) as f64 / secs,
+                        records: total,
+                        bytes: m.bytes.load(Ordering::Relaxed),
+                        lag,
+                        snapshot,
+                    }
+                    .line()
+                }).collect();
                 if live {
-                    let secs = last_tick.elapsed().as_secs_f64().max(1e-3);
-                    let parts: Vec<String> = now.iter().map(|(name, total)| {
-                        let before = last.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
-                        let state = worker.connector(name).map_or("?", |c| c.state.as_str());
-                        let lag = worker
-                            .connector(name)
-                            .filter(|c| c.kind == ConnectorKind::Sink)
-                            .map(|c| plexus_runtime::lag::sink_lag(worker.log(), &c.name, &c.topics));
-                        let lag = lag.map_or(String::new(), |l| format!(", lag {l}"));
-                        format!("{name} {state} {:.0} rec/s ({total} total{lag})", (total - before) as f64 / secs)
-                    }).collect();
-                    eprint!("\r\x1b[2K{}", parts.join(" | "));
+                    eprint!("\r\x1b[2K{}", lines.join(" | "));
+                } else if last_logged.elapsed() >= PROGRESS_LOG_EVERY {
+                    last_logged = Instant::now();
+                    for line in &lines {
+                        tracing::info!(progress = %line, "Progress.");
+                    }
                 }
                 last = now;
                 last_tick = Instant::now();
