@@ -207,24 +207,51 @@ impl Partition {
         bytes: BytesMut,
         producer: Option<(ProducerId, Position)>,
     ) -> Result<AppendOutcome> {
-        let (outcome, rolled) = self.append_blocking(bytes, producer)?;
-        match (self.config.fsync, &outcome) {
-            (FsyncPolicy::Always, AppendOutcome::Appended { last_offset, .. }) => {
-                self.group_commit.wait_durable(self, last_offset + 1).await?;
-            }
-            // A sealed segment is flushed in the background whatever the policy, so
-            // recovery after a crash only has to scan the active segment.
-            _ if rolled => {
-                let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    if let Err(err) = this.flush().await {
-                        tracing::error!(topic = %this.topic, partition = this.id, error = %err, "Flushing a sealed segment failed.");
-                    }
-                });
-            }
-            _ => {}
+        let outcome = self.append_encoded_unsynced(bytes, producer)?;
+        if let Some(offset) = self.durable_target(&outcome) {
+            self.wait_durable(offset).await?;
         }
         Ok(outcome)
+    }
+
+    /// [`Partition::append_encoded`] without waiting for the batch to be durable: the
+    /// write is done when this returns; with `FsyncPolicy::Always` the caller waits
+    /// with [`Partition::wait_durable`] for [`Partition::durable_target`] before it
+    /// tells anyone the batch is durable. A writer that does not wait for one batch
+    /// before writing the next lets one fsync cover several batches.
+    pub fn append_encoded_unsynced(
+        self: &Arc<Self>,
+        bytes: BytesMut,
+        producer: Option<(ProducerId, Position)>,
+    ) -> Result<AppendOutcome> {
+        let (outcome, rolled) = self.append_blocking(bytes, producer)?;
+        // A sealed segment is flushed in the background whatever the policy, so
+        // recovery after a crash only has to scan the active segment (under `Always`
+        // the wait for the append's durability flushes it).
+        if rolled && self.durable_target(&outcome).is_none() {
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(err) = this.flush().await {
+                    tracing::error!(topic = %this.topic, partition = this.id, error = %err, "Flushing a sealed segment failed.");
+                }
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// The offset to wait for until an append is as durable as the topic's fsync policy
+    /// promises before it returns: `Some` for an append under `FsyncPolicy::Always`.
+    pub fn durable_target(&self, outcome: &AppendOutcome) -> Option<i64> {
+        match (self.config.fsync, outcome) {
+            (FsyncPolicy::Always, AppendOutcome::Appended { last_offset, .. }) => Some(last_offset + 1),
+            _ => None,
+        }
+    }
+
+    /// Waits until every record before `offset` is durable, syncing if no one else is
+    /// (group commit: one sync covers every waiter it reaches).
+    pub async fn wait_durable(self: &Arc<Self>, offset: i64) -> Result<()> {
+        self.group_commit.wait_durable(self, offset).await
     }
 
     /// The synchronous core of an append: checks, rolls, writes, indexes. Also says

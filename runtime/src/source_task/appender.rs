@@ -6,6 +6,7 @@
 //! then the next batch's. The appender alone writes, one job at a time, in the order
 //! the jobs were queued; a flush waits for every job queued before it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -209,60 +210,165 @@ fn seal(
     })
 }
 
+/// Batches written and not yet known durable, at most: their fsyncs overlap, and one
+/// covers several.
+const UNSYNCED: usize = 4;
+
+/// A batch written to its partitions, waiting to be durable before its marker.
+struct Written {
+    durable: JoinHandle<Result<(), plexus_log::LogError>>,
+    position: plexus_log::Position,
+    source_position: Position,
+    records: u64,
+    bytes: u64,
+    written: u64,
+    written_bytes: u64,
+    polled: Instant,
+    polled_records: u64,
+}
+
 async fn append_loop(
     mut rx: mpsc::Receiver<Job>,
     env: AppenderEnv,
     builders: Arc<Mutex<Vec<BatchBuilder>>>,
     unwritten: Arc<AtomicU64>,
 ) -> Result<(), ConnectorError> {
-    let mut touched: std::collections::BTreeMap<(Arc<str>, u32), Arc<Partition>> = Default::default();
-    let mut marker = BatchBuilder::new(Compression::None);
-    while let Some(job) = rx.recv().await {
-        match job {
-            Job::Batch(handle) => {
-                let sealed = handle
-                    .await
-                    .map_err(|e| ConnectorError::fatal(format!("encoding a batch failed: {e}")))??;
-                let (mut written, mut written_bytes) = (0u64, 0u64);
-                for group in sealed.groups {
-                    let outcome = group
-                        .partition
-                        .append_encoded(group.batch, Some((env.producer, sealed.position.clone())))
+    let mut appender = Appender {
+        env,
+        touched: Default::default(),
+        marker: BatchBuilder::new(Compression::None),
+        written: VecDeque::new(),
+        unwritten,
+    };
+    loop {
+        tokio::select! {
+            // The oldest written batch became durable: its marker goes next.
+            durable = oldest(&mut appender.written), if !appender.written.is_empty() => {
+                appender.finish_oldest(durable).await?;
+            }
+            job = rx.recv(), if appender.written.len() < UNSYNCED => match job {
+                Some(Job::Batch(handle)) => {
+                    let sealed = handle
                         .await
-                        .map_err(log_error)?;
-                    if let AppendOutcome::AlreadyWritten { .. } = outcome {
-                        tracing::debug!(connector = %env.connector, topic = %group.topic, "Replayed batch already in the log.");
-                    } else {
-                        written += group.records;
-                        written_bytes += group.bytes;
-                    }
-                    touched.insert((group.topic, group.partition.id()), group.partition);
+                        .map_err(|e| ConnectorError::fatal(format!("encoding a batch failed: {e}")))??;
+                    appender.write(sealed)?;
                 }
-                // The marker: this batch is complete in every partition.
-                marker.push(
-                    crate::now_ms(),
-                    Some(env.connector.as_bytes()),
-                    Some(sealed.source_position.as_bytes()),
-                    &[],
-                );
-                env.markers
-                    .append_with_position(&mut marker, env.producer, sealed.position)
-                    .await
-                    .map_err(log_error)?;
-                env.metrics.add_records(sealed.records, sealed.bytes);
-                env.metrics.add_records_out(written, written_bytes);
-                env.batch_latency.observe(sealed.polled.elapsed());
-                unwritten.fetch_sub(sealed.polled_records, Ordering::Relaxed);
-            }
-            Job::Flush(reply) => {
-                for partition in std::mem::take(&mut touched).into_values() {
-                    partition.flush().await.map_err(log_error)?;
+                Some(Job::Flush(reply)) => {
+                    appender.flush().await?;
+                    let _ = reply.send(());
                 }
-                env.markers.flush().await.map_err(log_error)?;
-                let _ = reply.send(());
-            }
+                None => break,
+            },
         }
     }
+    appender.finish_all().await?;
     drop(builders);
     Ok(())
+}
+
+/// Awaits the durability of the oldest written batch.
+async fn oldest(written: &mut VecDeque<Written>) -> Result<(), ConnectorError> {
+    match written.front_mut() {
+        Some(front) => match (&mut front.durable).await {
+            Ok(result) => result.map_err(log_error),
+            Err(e) => Err(ConnectorError::fatal(format!(
+                "waiting for a batch to be durable failed: {e}"
+            ))),
+        },
+        None => std::future::pending().await,
+    }
+}
+
+struct Appender {
+    env: AppenderEnv,
+    /// Partitions written since the last flush.
+    touched: std::collections::BTreeMap<(Arc<str>, u32), Arc<Partition>>,
+    marker: BatchBuilder,
+    written: VecDeque<Written>,
+    unwritten: Arc<AtomicU64>,
+}
+
+impl Appender {
+    /// Writes a sealed batch to its partitions; its durability is awaited in the
+    /// background (under `fsync = always`).
+    fn write(&mut self, sealed: Sealed) -> Result<(), ConnectorError> {
+        let (mut written, mut written_bytes) = (0u64, 0u64);
+        let mut targets = Vec::new();
+        for group in sealed.groups {
+            let outcome = group
+                .partition
+                .append_encoded_unsynced(group.batch, Some((self.env.producer, sealed.position.clone())))
+                .map_err(log_error)?;
+            if let AppendOutcome::AlreadyWritten { .. } = outcome {
+                tracing::debug!(connector = %self.env.connector, topic = %group.topic, "Replayed batch already in the log.");
+            } else {
+                written += group.records;
+                written_bytes += group.bytes;
+            }
+            if let Some(offset) = group.partition.durable_target(&outcome) {
+                targets.push((Arc::clone(&group.partition), offset));
+            }
+            self.touched
+                .insert((group.topic, group.partition.id()), group.partition);
+        }
+        let durable = tokio::spawn(async move {
+            for (partition, offset) in targets {
+                partition.wait_durable(offset).await?;
+            }
+            Ok(())
+        });
+        self.written.push_back(Written {
+            durable,
+            position: sealed.position,
+            source_position: sealed.source_position,
+            records: sealed.records,
+            bytes: sealed.bytes,
+            written,
+            written_bytes,
+            polled: sealed.polled,
+            polled_records: sealed.polled_records,
+        });
+        Ok(())
+    }
+
+    /// The oldest written batch is durable: its marker says it is complete everywhere.
+    async fn finish_oldest(&mut self, durable: Result<(), ConnectorError>) -> Result<(), ConnectorError> {
+        durable?;
+        let Some(batch) = self.written.pop_front() else {
+            return Ok(());
+        };
+        self.marker.push(
+            crate::now_ms(),
+            Some(self.env.connector.as_bytes()),
+            Some(batch.source_position.as_bytes()),
+            &[],
+        );
+        self.env
+            .markers
+            .append_with_position(&mut self.marker, self.env.producer, batch.position)
+            .await
+            .map_err(log_error)?;
+        self.env.metrics.add_records(batch.records, batch.bytes);
+        self.env.metrics.add_records_out(batch.written, batch.written_bytes);
+        self.env.batch_latency.observe(batch.polled.elapsed());
+        self.unwritten.fetch_sub(batch.polled_records, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn finish_all(&mut self) -> Result<(), ConnectorError> {
+        while !self.written.is_empty() {
+            let durable = oldest(&mut self.written).await;
+            self.finish_oldest(durable).await?;
+        }
+        Ok(())
+    }
+
+    /// Everything written so far, durable and marked.
+    async fn flush(&mut self) -> Result<(), ConnectorError> {
+        self.finish_all().await?;
+        for partition in std::mem::take(&mut self.touched).into_values() {
+            partition.flush().await.map_err(log_error)?;
+        }
+        self.env.markers.flush().await.map_err(log_error)
+    }
 }
