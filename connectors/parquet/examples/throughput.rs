@@ -1,119 +1,293 @@
-//! Rough throughput of the sink: datagen-like order events (mostly updates, with
-//! `before`) to a local directory. `cargo run --release -p plexus-connector-parquet
-//! --example throughput -- [events] [dir]`. `plexus bench parquet` is the real benchmark.
+//! Throughput of the sink on the path the runtime drives: `datagen` change events (the
+//! real generator, schemas and headers; `topic = "shop.{table}"`, tombstones after
+//! deletes) as `SinkRecord`s whose values are slices of one buffer per fetch, handed to
+//! `write` in fetches of about 1 MiB per topic-partition, round robin, flushed every
+//! 100,000 records, then `stop`; into a local directory, `envelope = "flatten"`, zstd.
+//!
+//! ```text
+//! cargo run --release -p plexus-connector-parquet --example throughput -- \
+//!     [--events N] [--dir D] [--live] [--fetch-bytes B] [--set name=value]...
+//! ```
+//!
+//! By default every record is generated before the clock starts (the time is the sink's
+//! alone; the process holds them all, so its peak RSS says nothing). `--live` generates
+//! them on another thread while the sink runs, a few fetches ahead: the peak RSS of the
+//! process (`/usr/bin/time -v`) is then the sink's, plus the generator's few fetches,
+//! and the time includes the generator's share of the CPU. `--set` passes sink settings
+//! (`--set compression=snappy`). `plexus bench parquet` is the end-to-end benchmark.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use plexus_connector::{
-    CollectDeadLetters, Header, MemorySchemas, SCHEMA_HEADER, Sink, SinkContext, SinkOffsets, SinkRecord, TaskMetrics,
+    CollectDeadLetters, MemorySchemas, Settings, Sink, SinkContext, SinkOffsets, SinkRecord, TaskMetrics,
     TopicPartition,
 };
+use plexus_connector_datagen::{Generator, Op, Table};
 use plexus_connector_parquet::{ParquetSink, ParquetSinkConfig};
 use plexus_connector_s3::LocalStore;
 
-const ORDERS: &str = r#"{"id":"orders-v1","table":"orders","columns":[
-    {"name":"id","arrow":"Int64"},{"name":"customer_id","arrow":"Int64"},{"name":"product_id","arrow":"Int64"},
-    {"name":"quantity","arrow":"Int32"},{"name":"unit_price","arrow":"Decimal128(10, 2)"},
-    {"name":"status","arrow":"Utf8"},{"name":"created_at","arrow":"Timestamp(Microsecond, Some(\"UTC\"))"},
-    {"name":"note","arrow":"Utf8"}]}"#;
+/// What the runtime's sink task does: flush after this many records.
+const FLUSH_RECORDS: u64 = 100_000;
 
-fn event(n: i64) -> String {
-    let id = n / 4 + 1;
-    let row = |status: &str| {
-        format!(
-            r#"{{"id":{id},"customer_id":{},"product_id":{},"quantity":{},"unit_price":"{}.{:02}","status":"{status}","created_at":"2026-01-01T00:{:02}:{:02}.{:03}Z","note":{}}}"#,
-            id * 7 % 1000,
-            id * 13 % 500,
-            id % 5 + 1,
-            id % 200,
-            id % 100,
-            (id / 60) % 60,
-            id % 60,
-            id % 1000,
-            if id % 3 == 0 {
-                format!("\"gift wrap {id}\"")
-            } else {
-                "null".to_owned()
-            }
-        )
-    };
-    let ts = 1_767_225_600_000 + n * 3;
-    let (op, before, after) = match n % 4 {
-        0 => ("c", "null".to_owned(), row("pending")),
-        1 => ("u", row("pending"), row("paid")),
-        2 => ("u", row("paid"), row("shipped")),
-        _ if id % 4 == 0 => ("d", row("shipped"), "null".to_owned()),
-        _ => ("u", row("shipped"), row("delivered")),
-    };
-    format!(
-        r#"{{"before":{before},"after":{after},"source":{{"connector":"datagen","name":"shop","table":"orders","seq":{n},"ts_ms":{ts}}},"op":"{op}","ts_ms":{ts}}}"#
-    )
+struct Args {
+    events: u64,
+    dir: std::path::PathBuf,
+    live: bool,
+    fetch_bytes: usize,
+    settings: Vec<(String, String)>,
+    /// Writes the values as newline-delimited JSON (the input of the DuckDB reference).
+    ndjson: Option<std::path::PathBuf>,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let events: i64 = args.get(1).map_or(1_000_000, |a| a.parse().unwrap());
-    let dir = args
-        .get(2)
-        .map_or_else(|| std::env::temp_dir().join("plexus-parquet-throughput"), Into::into);
-    let _ = std::fs::remove_dir_all(&dir);
-    let records: Vec<SinkRecord> = (0..events)
-        .map(|n| SinkRecord {
-            topic: Arc::from("orders"),
-            partition: 0,
-            offset: n,
-            timestamp: 1_767_225_600_000 + n * 3,
-            key: None,
-            value: Some(Bytes::from(event(n))),
-            headers: vec![Header {
-                key: SCHEMA_HEADER.into(),
-                value: Some(Bytes::from_static(b"orders-v1")),
-            }],
-        })
-        .collect();
-    let bytes: usize = records.iter().map(|r| r.value.as_ref().map_or(0, Bytes::len)).sum();
-    let schemas = Arc::new(MemorySchemas::default());
-    schemas.insert("orders-v1", ORDERS);
-    let ctx = SinkContext::new(
-        "bench",
-        0,
-        Arc::new(TaskMetrics::default()),
-        Arc::new(CollectDeadLetters::default()),
-    )
-    .with_schemas(schemas);
-    let store = Arc::new(LocalStore::open(&dir).await.unwrap());
-    let mut sink = ParquetSink::new(ParquetSinkConfig::default(), store);
-    sink.start(&ctx).await.unwrap();
-    let started = Instant::now();
-    let mut offsets = SinkOffsets::new();
-    let mut batch = Vec::new();
-    for record in records {
-        let offset = record.offset;
-        batch.push(record);
-        if batch.len() == 2000 {
-            sink.write(&ctx, std::mem::take(&mut batch)).await.unwrap();
-            offsets.insert(
-                TopicPartition {
-                    topic: "orders".into(),
-                    partition: 0,
-                },
-                offset + 1,
-            );
-            sink.flush(&ctx, &offsets).await.unwrap();
+fn args() -> Args {
+    let mut args = Args {
+        events: 5_000_000,
+        dir: std::env::temp_dir().join("plexus-parquet-throughput"),
+        live: false,
+        fetch_bytes: 1 << 20,
+        settings: Vec::new(),
+        ndjson: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--events" => args.events = it.next().unwrap().replace('_', "").parse().unwrap(),
+            "--dir" => args.dir = it.next().unwrap().into(),
+            "--live" => args.live = true,
+            "--ndjson" => args.ndjson = Some(it.next().unwrap().into()),
+            "--fetch-bytes" => args.fetch_bytes = it.next().unwrap().parse().unwrap(),
+            "--set" => {
+                let pair = it.next().unwrap();
+                let (name, value) = pair.split_once('=').unwrap();
+                args.settings.push((name.to_owned(), value.to_owned()));
+            }
+            other => panic!("unknown argument `{other}`"),
         }
     }
-    sink.write(&ctx, batch).await.unwrap();
+    args
+}
+
+/// One fetch of one topic: what `Partition::read` gives the sink task.
+type Fetch = Vec<SinkRecord>;
+
+/// Generates the events of `tables` in fetches: each table's records are cut into
+/// fetches of about `fetch_bytes`, sent in the order the generator completes them.
+fn generate(events: u64, fetch_bytes: usize, mut send: impl FnMut(Fetch) -> bool) {
+    let generator = Generator::new(42, &Table::ALL, "shop");
+    let mut open: BTreeMap<Table, (BytesMut, Fetch, i64)> = BTreeMap::new();
+    let mut key = BytesMut::new();
+    for seq in 0..events {
+        let event = generator.event(seq);
+        let (buf, fetch, offset) = open
+            .entry(event.table)
+            .or_insert_with(|| (BytesMut::with_capacity(fetch_bytes + 4096), Vec::new(), 0));
+        let topic: Arc<str> = Arc::from(format!("shop.{}", event.table.name()));
+        generator.write_key(&event, &mut key);
+        let key_bytes = key.split().freeze();
+        generator.write_value(&event, buf);
+        let value = buf.split().freeze();
+        let timestamp = event.ts_ms as i64;
+        fetch.push(SinkRecord {
+            topic: Arc::clone(&topic),
+            partition: 0,
+            offset: *offset,
+            timestamp,
+            key: Some(key_bytes.clone()),
+            value: Some(value),
+            headers: vec![plexus_connector::Header {
+                key: plexus_connector::SCHEMA_HEADER.into(),
+                value: event.table.schema_header().value,
+            }],
+        });
+        *offset += 1;
+        if event.op == Op::Delete {
+            fetch.push(SinkRecord {
+                topic,
+                partition: 0,
+                offset: *offset,
+                timestamp,
+                key: Some(key_bytes),
+                value: None,
+                headers: Vec::new(),
+            });
+            *offset += 1;
+        }
+        if buf.capacity() < 1024 || fetch.len() * 415 >= fetch_bytes {
+            let full = std::mem::take(fetch);
+            *buf = BytesMut::with_capacity(fetch_bytes + 4096);
+            if !send(full) {
+                return;
+            }
+        }
+    }
+    for (_, (_, fetch, _)) in open {
+        if !fetch.is_empty() && !send(fetch) {
+            return;
+        }
+    }
+}
+
+enum Feed {
+    Ready(VecDeque<Fetch>),
+    Live(Receiver<Fetch>),
+}
+
+impl Feed {
+    fn next(&mut self) -> Option<Fetch> {
+        match self {
+            Feed::Ready(fetches) => fetches.pop_front(),
+            Feed::Live(rx) => rx.recv().ok(),
+        }
+    }
+}
+
+/// CPU seconds the process used so far (user and system, all threads).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime, fields 14 and 15 of stat(5), in clock ticks of 1/100 s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn vm_hwm_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    tracing_subscriber_init();
+    let args = args();
+    let _ = std::fs::remove_dir_all(&args.dir);
+    if let Some(path) = &args.ndjson {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        generate(args.events, args.fetch_bytes, |fetch| {
+            for value in fetch.iter().filter_map(|r| r.value.as_ref()) {
+                out.write_all(value).unwrap();
+                out.write_all(b"\n").unwrap();
+            }
+            true
+        });
+        out.flush().unwrap();
+        return;
+    }
+    let mut feed = if args.live {
+        let (tx, rx) = sync_channel(4);
+        let (events, fetch_bytes) = (args.events, args.fetch_bytes);
+        std::thread::spawn(move || generate(events, fetch_bytes, |f| tx.send(f).is_ok()));
+        Feed::Live(rx)
+    } else {
+        let mut fetches = VecDeque::new();
+        let started = Instant::now();
+        generate(args.events, args.fetch_bytes, |f| {
+            fetches.push_back(f);
+            true
+        });
+        println!("generated in {:.2}s", started.elapsed().as_secs_f64());
+        Feed::Ready(fetches)
+    };
+    let schemas = Arc::new(MemorySchemas::default());
+    for table in Table::ALL {
+        schemas.insert(table.schema_id(), table.schema_document());
+    }
+    let metrics = Arc::new(TaskMetrics::default());
+    let dead = Arc::new(CollectDeadLetters::default());
+    let ctx = SinkContext::new("bench", 0, Arc::clone(&metrics), dead.clone()).with_schemas(schemas);
+    let mut settings = Settings::new();
+    for (name, value) in &args.settings {
+        let value = if let Ok(n) = value.parse::<i64>() {
+            plexus_config::Value::Integer(n)
+        } else if let Ok(size) = value.parse::<plexus_config::ByteSize>() {
+            plexus_config::Value::Size(size)
+        } else {
+            plexus_config::Value::String(value.clone())
+        };
+        settings.insert(name.clone(), value);
+    }
+    let config = ParquetSinkConfig::from_settings(&settings).unwrap();
+    let store = Arc::new(LocalStore::open(&args.dir).await.unwrap());
+    let mut sink = ParquetSink::new(config, store);
+    sink.start(&ctx).await.unwrap();
+    let before = vm_hwm_mib();
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    let (mut rows, mut bytes, mut pending) = (0u64, 0u64, 0u64);
+    let mut offsets = SinkOffsets::new();
+    while let Some(fetch) = feed.next() {
+        rows += fetch.iter().filter(|r| r.value.is_some()).count() as u64;
+        bytes += fetch
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+            .sum::<u64>();
+        pending += fetch.len() as u64;
+        if let Some(last) = fetch.last() {
+            let tp = TopicPartition {
+                topic: last.topic.to_string(),
+                partition: last.partition,
+            };
+            offsets.insert(tp, last.offset + 1);
+        }
+        sink.write(&ctx, fetch).await.unwrap();
+        if pending >= FLUSH_RECORDS {
+            sink.flush(&ctx, &offsets).await.unwrap();
+            pending = 0;
+        }
+    }
+    sink.flush(&ctx, &offsets).await.unwrap();
     sink.stop().await.unwrap();
     let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{events} events ({:.0} MB of JSON) in {seconds:.2}s: {:.0} rows/s, {:.0} MB/s into {}",
-        bytes as f64 / 1e6,
-        events as f64 / seconds,
-        bytes as f64 / 1e6 / seconds,
-        dir.display()
+    let cpu = cpu_seconds() - cpu;
+    let written: u64 = walk(&args.dir);
+    let summary: u64 = sink.written().values().map(|w| w.bytes).sum();
+    assert_eq!(
+        summary,
+        written - walk(&args.dir.join("_plexus")),
+        "the sink's summary counts every file"
     );
+    println!(
+        "{rows} rows ({:.0} MB of JSON) in {seconds:.2}s ({cpu:.2}s CPU, {:.2} cores): {:.0} rows/s, {:.0} MB/s; {:.1} MB of Parquet in {}; \
+         dead letters {}; VmHWM {before:.0} MiB before the sink ran, {:.0} MiB after",
+        bytes as f64 / 1e6,
+        cpu / seconds,
+        rows as f64 / seconds,
+        bytes as f64 / 1e6 / seconds,
+        written as f64 / 1e6,
+        args.dir.display(),
+        dead.take().len(),
+        vm_hwm_mib(),
+    );
+}
+
+fn walk(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&e.path()),
+                _ => e.metadata().map_or(0, |m| m.len()),
+            })
+            .sum()
+    })
+}
+
+/// `RUST_LOG=info` shows the sink's summaries.
+fn tracing_subscriber_init() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+    }
 }

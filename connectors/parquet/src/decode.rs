@@ -384,6 +384,8 @@ impl DecoderFactory for Factory {
 /// `source`) are decoded as named.
 struct FlattenDecoder {
     fields: Fields,
+    /// The names of the fields after the row, by their index in `fields`.
+    named: Vec<(String, usize)>,
     children: Vec<Box<dyn ArrayDecoder>>,
 }
 
@@ -393,8 +395,15 @@ impl FlattenDecoder {
             .iter()
             .map(|f| ctx.make_decoder(f, true))
             .collect::<Result<Vec<_>, _>>()?;
+        let named = fields
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, f)| (f.name().clone(), i))
+            .collect();
         Ok(FlattenDecoder {
             fields: fields.clone(),
+            named,
             children,
         })
     }
@@ -423,8 +432,8 @@ impl ArrayDecoder for FlattenDecoder {
                         if name == "op" {
                             op = value;
                         }
-                        if let Some(i) = self.fields.iter().skip(1).position(|f| f.name() == name) {
-                            positions[i + 1][row] = value;
+                        if let Some((_, i)) = self.named.iter().find(|(n, _)| n == name) {
+                            positions[*i][row] = value;
                         }
                     }
                 }

@@ -33,6 +33,9 @@ pub enum ParquetError {
     /// again cannot help; someone must look.
     #[error("{0}")]
     Inconsistent(String),
+    /// A bug: a decoding or encoding thread panicked.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ParquetError {
@@ -53,9 +56,10 @@ impl From<ParquetError> for ConnectorError {
         match error {
             ParquetError::Arrow { source, .. } => ConnectorError::fatal(message).with_source(source),
             ParquetError::Encode { source, .. } => ConnectorError::fatal(message).with_source(source),
-            ParquetError::Config(_) | ParquetError::Schema { .. } | ParquetError::Inconsistent(_) => {
-                ConnectorError::fatal(message)
-            }
+            ParquetError::Config(_)
+            | ParquetError::Schema { .. }
+            | ParquetError::Inconsistent(_)
+            | ParquetError::Internal(_) => ConnectorError::fatal(message),
         }
     }
 }

@@ -61,6 +61,7 @@ mod config;
 mod decode;
 mod error;
 mod keys;
+mod parallel;
 mod schema;
 mod sink;
 pub mod unit;
@@ -76,6 +77,7 @@ pub use error::ParquetError;
 pub use keys::{DEFAULT_TEMPLATE, KeyParts, KeyTemplate, NULL_PARTITION, TimeFormat};
 pub use schema::{DECLARED_SCHEMA_ID, METADATA_COLUMNS, TableSchema};
 pub use sink::ParquetSink;
+pub use unit::Written;
 
 /// The settings `type = "parquet"` accepts: the object store's, then the sink's.
 static SCHEMA: LazyLock<ConfigSchema> = LazyLock::new(|| {

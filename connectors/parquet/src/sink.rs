@@ -12,11 +12,12 @@ use plexus_connector::{
 use plexus_connector_s3::{ObjectMeta, ObjectStore, Put, StoreSettings, Upload};
 
 use crate::config::ParquetSinkConfig;
-use crate::decode::RowDecoder;
+use crate::decode::Decoded;
 use crate::error::ParquetError;
 use crate::keys::{KeyParts, Partitioner};
+use crate::parallel::SplitDecoder;
 use crate::schema::{DECLARED_SCHEMA_ID, TableSchema};
-use crate::unit::{CommitUnit, Manifest, Replay, manifest_key, manifest_prefix, parse_manifest_key};
+use crate::unit::{CommitUnit, Manifest, Replay, Written, manifest_key, manifest_prefix, parse_manifest_key};
 use crate::writer::{ParquetFile, writer_properties};
 
 /// Records per decode: bounds the decoder's tape and the batches handed to the encoder.
@@ -38,10 +39,12 @@ pub struct ParquetSink {
     cleaned: HashSet<String>,
     /// A failure left units half finished: only a restart (and its recovery) may go on.
     broken: bool,
+    /// What the units finished by this run wrote, by topic.
+    written: BTreeMap<String, Written>,
 }
 
 struct Schema {
-    decoder: RowDecoder,
+    decoder: SplitDecoder,
 }
 
 /// What the sink knows of one TP.
@@ -84,6 +87,7 @@ impl ParquetSink {
             durable: SinkOffsets::new(),
             cleaned: HashSet::new(),
             broken: false,
+            written: BTreeMap::new(),
         }
     }
 
@@ -110,6 +114,13 @@ impl ParquetSink {
             .filter_map(|p| p.unit.as_ref())
             .map(CommitUnit::file_count)
             .sum()
+    }
+
+    /// What the units this sink finished wrote, by topic: files, rows and bytes made
+    /// visible (counted once their unit is complete; a replay counts the files it
+    /// completes or finds complete).
+    pub fn written(&self) -> &BTreeMap<String, Written> {
+        &self.written
     }
 
     /// Resolves the schemas that `records` name and are not known yet.
@@ -143,7 +154,7 @@ impl ParquetSink {
     }
 
     fn add_schema(&mut self, table: Arc<TableSchema>) -> Result<(), ParquetError> {
-        let decoder = RowDecoder::new(&table, self.config.envelope)?;
+        let decoder = SplitDecoder::for_machine(&table, self.config.envelope)?;
         self.schemas.insert(table.id.clone(), Schema { decoder });
         Ok(())
     }
@@ -225,7 +236,11 @@ impl ParquetSink {
             let id = schema_id(record).or(self.config.columns.as_ref().map(|_| DECLARED_SCHEMA_ID));
             match groups.iter_mut().find(|(g, _)| *g == id) {
                 Some((_, group)) => group.push(record),
-                None => groups.push((id, vec![record])),
+                None => {
+                    let mut group = Vec::with_capacity(records.len());
+                    group.push(record);
+                    groups.push((id, group));
+                }
             }
         }
         for (id, group) in groups {
@@ -242,47 +257,19 @@ impl ParquetSink {
             let Some(schema) = self.schemas.get_mut(id) else {
                 continue;
             };
-            let (decoded, rejected) = schema.decoder.decode(&group)?;
-            for rejected in rejected {
+            let decoded = schema.decoder.decode(&group)?;
+            for rejected in decoded.rejected {
                 dead_letter(
                     ctx,
                     group[rejected.index],
                     &format!("schema `{id}`: {}", rejected.reason),
                 )?;
             }
-            let Some(decoded) = decoded else {
+            let Some(output) = schema.decoder.output_schema().map(Arc::clone) else {
                 continue;
             };
-            let output = Arc::clone(schema.decoder.output_schema());
-            let splits = self
-                .partitioner
-                .split(&decoded.batch, |row| group[decoded.rows[row]].timestamp);
-            let whole = splits.len() == 1;
-            for (path, rows) in splits {
-                let batch = if whole {
-                    decoded.batch.clone()
-                } else {
-                    arrow_select::take::take_record_batch(&decoded.batch, &UInt32Array::from(rows.clone()))
-                        .map_err(ParquetError::arrow("split rows by partition path"))?
-                };
-                let first_offset = group[decoded.rows[rows[0] as usize]].offset;
-                let key = self.config.key_template.render(KeyParts {
-                    topic: &tp.topic,
-                    partition: tp.partition,
-                    first_offset,
-                    path: &path,
-                    schema: id,
-                });
-                let unit = self
-                    .partitions
-                    .get_mut(tp)
-                    .and_then(|s| s.unit.as_mut())
-                    .ok_or_else(|| ConnectorError::fatal("a segment was written without an open unit"))?;
-                let (properties, part_size) = (&self.properties, self.config.part_size);
-                let file = unit.file(&path, id, || {
-                    ParquetFile::new(key, Arc::clone(&output), properties.clone(), part_size)
-                })?;
-                file.write(self.store.as_ref(), &batch).await?;
+            for run in decoded.runs {
+                self.write_rows(tp, id, &output, &group, run).await?;
             }
         }
         let state = self.partitions.entry(tp.clone()).or_default();
@@ -290,6 +277,48 @@ impl ParquetSink {
             unit.records += records.len() as u64;
             unit.last_record = Instant::now();
             state.next = Some(state.next.map_or(last.offset + 1, |n| n.max(last.offset + 1)));
+        }
+        Ok(())
+    }
+
+    /// Writes decoded rows of `group` to the files of their partition paths.
+    async fn write_rows(
+        &mut self,
+        tp: &TopicPartition,
+        id: &str,
+        output: &arrow_schema::SchemaRef,
+        group: &[&SinkRecord],
+        decoded: Decoded,
+    ) -> Result<(), ConnectorError> {
+        let splits = self
+            .partitioner
+            .split(&decoded.batch, |row| group[decoded.rows[row]].timestamp);
+        let whole = splits.len() == 1;
+        for (path, rows) in splits {
+            let batch = if whole {
+                decoded.batch.clone()
+            } else {
+                arrow_select::take::take_record_batch(&decoded.batch, &UInt32Array::from(rows.clone()))
+                    .map_err(ParquetError::arrow("split rows by partition path"))?
+            };
+            let first_offset = group[decoded.rows[rows[0] as usize]].offset;
+            let key = self.config.key_template.render(KeyParts {
+                topic: &tp.topic,
+                partition: tp.partition,
+                first_offset,
+                path: &path,
+                schema: id,
+            });
+            let unit = self
+                .partitions
+                .get_mut(tp)
+                .and_then(|s| s.unit.as_mut())
+                .ok_or_else(|| ConnectorError::fatal("a segment was written without an open unit"))?;
+            let (properties, part_size) = (&self.properties, self.config.part_size);
+            let file = unit.file(&path, id, || {
+                ParquetFile::new(key, Arc::clone(output), properties.clone(), part_size)
+            })?;
+            file.write(self.store.as_ref(), batch).await?;
         }
         Ok(())
     }
@@ -308,8 +337,9 @@ impl ParquetSink {
         self.broken = false;
         state.start = Some(end);
         state.next = Some(state.next.map_or(end, |n| n.max(end)));
-        if let Some(manifest) = manifest {
-            tracing::info!(connector = %self.connector, topic = %tp.topic, partition = tp.partition, start = manifest.start, end, files = manifest.files.len(), "Files complete.");
+        if let Some((manifest, written)) = manifest {
+            tracing::info!(connector = %self.connector, topic = %tp.topic, partition = tp.partition, start = manifest.start, end, files = written.files, rows = written.rows, bytes = written.bytes, "Files complete.");
+            self.written.entry(tp.topic.clone()).or_default().add(written);
             if let Some(previous) = state.manifest.replace(key)
                 && previous != manifest_key(&self.connector, tp, manifest.start)
             {
@@ -471,20 +501,24 @@ impl Sink for ParquetSink {
     async fn write(&mut self, ctx: &SinkContext, records: Vec<SinkRecord>) -> Result<(), ConnectorError> {
         self.check()?;
         self.load_schemas(ctx, &records).await?;
+        // The runtime hands over one TP's fetch at a time: one group, allocated once.
         let mut by_partition: Vec<(TopicPartition, Vec<&SinkRecord>)> = Vec::new();
         for record in &records {
-            match by_partition
-                .iter_mut()
-                .find(|(tp, _)| tp.partition == record.partition && *tp.topic == *record.topic)
-            {
-                Some((_, group)) => group.push(record),
-                None => by_partition.push((
-                    TopicPartition {
-                        topic: record.topic.to_string(),
-                        partition: record.partition,
-                    },
-                    vec![record],
-                )),
+            let same = |tp: &TopicPartition| tp.partition == record.partition && *tp.topic == *record.topic;
+            match by_partition.last_mut() {
+                Some((tp, group)) if same(tp) => group.push(record),
+                _ => match by_partition.iter_mut().find(|(tp, _)| same(tp)) {
+                    Some((_, group)) => group.push(record),
+                    None => {
+                        let mut group = Vec::with_capacity(records.len());
+                        group.push(record);
+                        let tp = TopicPartition {
+                            topic: record.topic.to_string(),
+                            partition: record.partition,
+                        };
+                        by_partition.push((tp, group));
+                    }
+                },
             }
         }
         for (tp, group) in by_partition {
@@ -536,7 +570,20 @@ impl Sink for ParquetSink {
             }
         }
         self.advance_idle_partitions();
+        self.log_summary();
         Ok(())
+    }
+}
+
+impl ParquetSink {
+    /// Logs what this run wrote, per topic and in all (the end of a bulk export).
+    fn log_summary(&self) {
+        let mut total = Written::default();
+        for (topic, written) in &self.written {
+            tracing::info!(connector = %self.connector, topic = %topic, files = written.files, rows = written.rows, bytes = written.bytes, "Written to {}.", self.store.location());
+            total.add(*written);
+        }
+        tracing::info!(connector = %self.connector, topics = self.written.len(), files = total.files, rows = total.rows, bytes = total.bytes, location = %self.store.location(), "Parquet sink stopped.");
     }
 }
 

@@ -66,6 +66,25 @@ pub struct Manifest {
     pub files: Vec<String>,
 }
 
+/// What finished units wrote: counted when their files are complete.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Files made visible (or found complete, on a replay).
+    pub files: u64,
+    /// Rows in them.
+    pub rows: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl Written {
+    pub fn add(&mut self, other: Written) {
+        self.files += other.files;
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+    }
+}
+
 /// Where the manifests of a connector live.
 pub(crate) fn manifest_prefix(connector: &str) -> String {
     format!("_plexus/{connector}/")
@@ -192,13 +211,14 @@ impl CommitUnit {
     }
 
     /// Runs the protocol (see the module documentation) for the unit ending at `end`.
-    /// Returns the manifest written, or `None` for a unit without files.
+    /// Returns the manifest written and what its files hold, or `None` for a unit
+    /// without files.
     pub async fn finish(
         self,
         store: &dyn ObjectStore,
         manifest_key: &str,
         end: i64,
-    ) -> Result<Option<Manifest>, ConnectorError> {
+    ) -> Result<Option<(Manifest, Written)>, ConnectorError> {
         let mut files: Vec<ParquetFile> = self.files.into_values().collect();
         files.sort_by(|a, b| a.key().cmp(b.key()));
         if files.is_empty() {
@@ -248,9 +268,15 @@ impl CommitUnit {
         }
         // (c)
         let replaying = self.replay.is_some();
+        let mut written = Written::default();
         for file in files {
             let key = file.key().to_owned();
             let records = file.records();
+            written.add(Written {
+                files: 1,
+                rows: records,
+                bytes: file.bytes(),
+            });
             match file.complete(store).await? {
                 Put::Created => tracing::debug!(key = %key, records, "File complete."),
                 Put::Exists if replaying => tracing::info!(key = %key, "File already complete before a restart; kept."),
@@ -260,7 +286,7 @@ impl CommitUnit {
                 ),
             }
         }
-        Ok(Some(manifest))
+        Ok(Some((manifest, written)))
     }
 
     /// Drops the unit's files; nothing of it becomes visible.
