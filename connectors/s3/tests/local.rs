@@ -2,6 +2,7 @@
 //! The object-store scenarios on a local directory, and what only a directory has:
 //! files a plain reader sees, uploads waiting in `.uploads`.
 
+#[macro_use]
 mod scenarios;
 
 use std::sync::Arc;
@@ -16,23 +17,7 @@ async fn store() -> (tempfile::TempDir, Arc<dyn ObjectStore>) {
     (dir, store)
 }
 
-macro_rules! scenario {
-    ($name:ident) => {
-        #[tokio::test]
-        async fn $name() {
-            let (_dir, store) = store().await;
-            scenarios::$name(store).await;
-        }
-    };
-}
-
-scenario!(put_if_absent_keeps_the_first_content);
-scenario!(complete_never_replaces);
-scenario!(abort_leaves_nothing);
-scenario!(list_is_sorted_and_complete);
-scenario!(abort_uploads_removes_what_a_crash_left);
-scenario!(zero_part_upload_is_an_empty_object);
-scenario!(misuse_is_refused);
+scenario_tests!();
 
 #[tokio::test]
 async fn multipart_reads_back_identical() {

@@ -3,6 +3,7 @@
 //! loopback with authentication on), and what only S3 has: credentials, buckets,
 //! servers that go away.
 
+#[macro_use]
 mod scenarios;
 
 use std::process::Command;
@@ -57,23 +58,7 @@ fn read_through_filer(server: &SeaweedFs, key: &str) -> Vec<u8> {
     output.stdout
 }
 
-macro_rules! scenario {
-    ($name:ident) => {
-        #[tokio::test]
-        async fn $name() {
-            let (_server, store) = store().await;
-            scenarios::$name(store).await;
-        }
-    };
-}
-
-scenario!(put_if_absent_keeps_the_first_content);
-scenario!(complete_never_replaces);
-scenario!(abort_leaves_nothing);
-scenario!(list_is_sorted_and_complete);
-scenario!(abort_uploads_removes_what_a_crash_left);
-scenario!(zero_part_upload_is_an_empty_object);
-scenario!(misuse_is_refused);
+scenario_tests!();
 
 #[tokio::test]
 async fn multipart_reads_back_identical() {

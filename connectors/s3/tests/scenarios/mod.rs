@@ -4,6 +4,31 @@
 
 use std::sync::Arc;
 
+/// The scenarios as tests of one backend: in the invoking file, `store().await` gives
+/// a guard that keeps the backend alive and the store.
+macro_rules! scenario_tests {
+    () => {
+        scenario_tests!(
+            put_if_absent_keeps_the_first_content,
+            complete_never_replaces,
+            abort_leaves_nothing,
+            list_is_sorted_and_complete,
+            abort_uploads_removes_what_a_crash_left,
+            zero_part_upload_is_an_empty_object,
+            misuse_is_refused
+        );
+    };
+    ($($name:ident),+) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (_guard, store) = store().await;
+                scenarios::$name(store).await;
+            }
+        )+
+    };
+}
+
 use bytes::Bytes;
 use plexus_connector_s3::{MIN_PART_SIZE, ObjectMeta, ObjectStore, Put};
 
