@@ -450,6 +450,9 @@ impl Sink for ParquetSink {
             self.store = plexus_connector_s3::open(&settings).await?;
         }
         let prefix = manifest_prefix(&self.connector);
+        // A manifest write a crash interrupted leaves nothing visible, but may leave
+        // what the store holds for it.
+        self.store.abort_uploads(&prefix).await?;
         let mut manifests: BTreeMap<TopicPartition, Vec<(i64, String)>> = BTreeMap::new();
         for object in self.store.list(&prefix).await? {
             if let Some((tp, start)) = parse_manifest_key(&prefix, &object.key) {

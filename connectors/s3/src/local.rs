@@ -40,10 +40,22 @@ impl LocalStore {
         let dir = root.clone();
         blocking(move || {
             std::fs::create_dir_all(dir.join(UPLOADS_DIR)).map_err(|e| io_error("create the directory", &dir, e))?;
-            // Probe that the directory is writable now, not at the first file.
-            let probe = dir.join(UPLOADS_DIR).join(format!("probe-{}", unique_id()));
+            // Probe that the directory is writable now, not at the first file (a probe a
+            // crash left behind is removed by the next open).
+            let uploads = dir.join(UPLOADS_DIR);
+            if let Ok(entries) = std::fs::read_dir(&uploads) {
+                for entry in entries.flatten() {
+                    if entry.file_name().to_str().is_some_and(|n| n.starts_with("probe-")) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+            let probe = uploads.join(format!("probe-{}", unique_id()));
             File::create(&probe).map_err(|e| io_error("write into", &dir, e))?;
-            std::fs::remove_file(&probe).map_err(|e| io_error("write into", &dir, e))
+            match std::fs::remove_file(&probe) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("write into", &dir, e)),
+                _ => Ok(()),
+            }
         })
         .await?;
         Ok(LocalStore { root, location })
@@ -65,16 +77,17 @@ impl ObjectStore for LocalStore {
         let root = self.root.clone();
         let key = key.to_owned();
         blocking(move || {
-            let temp = root.join(UPLOADS_DIR).join(unique_id());
-            let mut file = File::create(&temp).map_err(|e| io_error("create", &temp, e))?;
-            let written = file.write_all(&body).and_then(|()| file.sync_all());
-            drop(file);
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&temp);
-                return Err(io_error("write", &temp, e));
-            }
-            let put = publish(&root, &temp, &key);
-            let _ = std::fs::remove_file(&temp);
+            let id = unique_id();
+            let temp = root.join(UPLOADS_DIR).join(&id);
+            // The key first, as for an upload: a temporary file a crash leaves behind is
+            // then one that abort_uploads finds and removes.
+            let key_file = root.join(UPLOADS_DIR).join(format!("{id}.key"));
+            std::fs::write(&key_file, key.as_bytes()).map_err(|e| io_error("create", &key_file, e))?;
+            let written = File::create(&temp)
+                .and_then(|mut file| file.write_all(&body).and_then(|()| file.sync_all()))
+                .map_err(|e| io_error("write", &temp, e));
+            let put = written.and_then(|()| publish(&root, &temp, &key));
+            remove_upload(&temp)?;
             put
         })
         .await

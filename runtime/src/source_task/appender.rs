@@ -251,7 +251,7 @@ async fn append_loop(
                     let sealed = handle
                         .await
                         .map_err(|e| ConnectorError::fatal(format!("encoding a batch failed: {e}")))??;
-                    appender.write(sealed)?;
+                    appender.write(sealed).await?;
                 }
                 Some(Job::Flush(reply)) => {
                     appender.flush().await?;
@@ -290,8 +290,10 @@ struct Appender {
 
 impl Appender {
     /// Writes a sealed batch to its partitions; its durability is awaited in the
-    /// background (under `fsync = always`).
-    fn write(&mut self, sealed: Sealed) -> Result<(), ConnectorError> {
+    /// background (under `fsync = always`), except for internal topics: readers see a
+    /// record of an `fsync = always` topic once it is durable, and a schema registered
+    /// in `__schemas` must be readable before the records that name it are.
+    async fn write(&mut self, sealed: Sealed) -> Result<(), ConnectorError> {
         let (mut written, mut written_bytes) = (0u64, 0u64);
         let mut targets = Vec::new();
         for group in sealed.groups {
@@ -306,7 +308,11 @@ impl Appender {
                 written_bytes += group.bytes;
             }
             if let Some(offset) = group.partition.durable_target(&outcome) {
-                targets.push((Arc::clone(&group.partition), offset));
+                if group.topic.starts_with("__") {
+                    group.partition.wait_durable(offset).await.map_err(log_error)?;
+                } else {
+                    targets.push((Arc::clone(&group.partition), offset));
+                }
             }
             self.touched
                 .insert((group.topic, group.partition.id()), group.partition);

@@ -205,6 +205,8 @@ impl Router {
             let partition = Arc::clone(topic.partition(partition).map_err(log_error)?);
             routed.push((topic_name, partition, indexes));
         }
+        // Internal topics first: a schema goes in before the records that name it.
+        routed.sort_by_key(|(topic, _, _)| !topic.starts_with("__"));
         Ok(Routed {
             records,
             groups: routed,
