@@ -2,8 +2,11 @@
 //!
 //! - `pipeline`: datagen -> log -> a sink that discards (here);
 //! - `postgres-cdc`: the `postgres-cdc` source against PostgreSQL's own readers
-//!   ([`postgres`]).
+//!   ([`postgres`]);
+//! - `parquet`: the `parquet` sink exporting from the log, against pyarrow and DuckDB
+//!   converting the same events ([`parquet`]).
 
+mod parquet;
 mod postgres;
 mod procfs;
 
@@ -32,12 +35,17 @@ pub enum Bench {
     /// same WAL), commit-to-durable latency at a steady rate, and the snapshot of a large
     /// table (against COPY ... TO STDOUT of it). The last line sums it up.
     PostgresCdc(postgres::CdcBenchArgs),
+    /// The parquet sink exporting datagen change events from the log to a local
+    /// directory and to SeaweedFS, against pyarrow and DuckDB converting the same events
+    /// from JSON lines. The last line sums it up.
+    Parquet(parquet::ParquetBenchArgs),
 }
 
 pub async fn run(which: Bench) -> anyhow::Result<std::process::ExitCode> {
     match which {
         Bench::Pipeline { records, dir } => pipeline(records, &dir).await,
         Bench::PostgresCdc(args) => postgres::run(args).await,
+        Bench::Parquet(args) => parquet::run(args).await,
     }
 }
 
