@@ -118,7 +118,11 @@ async fn records_in_log(log: &Log) -> (u64, BTreeMap<String, u64>) {
     let mut total = 0;
     let mut per_topic = BTreeMap::new();
     // The source's records: its three tables' changes and their three schemas.
-    for name in log.topic_names().into_iter().filter(|n| n.starts_with("shop.") || n == "__schemas") {
+    for name in log
+        .topic_names()
+        .into_iter()
+        .filter(|n| n.starts_with("shop.") || n == "__schemas")
+    {
         let topic = log.topic(&name).unwrap();
         let mut count = 0u64;
         for partition in topic.partitions() {

@@ -92,7 +92,12 @@ impl MemorySchemas {
 #[async_trait]
 impl Schemas for MemorySchemas {
     async fn get(&self, id: &str) -> Result<Option<Bytes>, ConnectorError> {
-        Ok(self.documents.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned())
+        Ok(self
+            .documents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned())
     }
 }
 

@@ -96,7 +96,10 @@ impl Source for DatagenSource {
             .ok_or_else(|| ConnectorError::fatal("datagen polled before it was started"))?;
         let mut records = Vec::with_capacity(events as usize + events as usize / 16);
         if std::mem::take(&mut self.register_schemas) {
-            records.extend(schema_records(&self.config.tables, generator.event(self.next).ts_ms as i64));
+            records.extend(schema_records(
+                &self.config.tables,
+                generator.event(self.next).ts_ms as i64,
+            ));
         }
         // One allocation for the batch's bytes; each record's key and value are slices.
         self.buf.reserve(events as usize * 512);
