@@ -3,9 +3,10 @@
 //! with every figure, for the rows asked. Not a timed test: the figures themselves are
 //! not judged.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_plexus");
 
@@ -23,40 +24,12 @@ const FIELDS: [&str; 7] = [
 fn small_parquet_bench_prints_every_figure() {
     let dir = tempfile::tempdir().unwrap();
     let bench_dir = dir.path().join("parquet-bench");
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["bench", "parquet", "--rows", "30000", "--dir"])
         .arg(&bench_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read both pipes while waiting, so a chatty child never blocks on a full pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).unwrap();
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        stderr.read_to_string(&mut text).unwrap();
-        text
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("the benchmark did not finish within 120 s:\n{}", err.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+        .env("RUST_LOG", "warn");
+    let (status, stdout, stderr, _) = common::run_bounded(&mut command, "the benchmark", Duration::from_secs(120));
     assert!(status.success(), "{status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
 
     let last = stdout.lines().last().unwrap_or_default();

@@ -3,9 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_plexus");
 
@@ -24,42 +25,14 @@ const FIELDS: [&str; 8] = [
 fn small_cdc_bench_prints_every_figure() {
     let dir = tempfile::tempdir().unwrap();
     let bench_dir = dir.path().join("cdc-bench");
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["bench", "postgres-cdc", "--stream-rows", "20000", "--tx-rows", "500"])
         .args(["--snapshot-rows", "50000", "--latency-seconds", "2", "--rate", "2000"])
         .arg("--dir")
         .arg(&bench_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read both pipes while waiting, so a chatty child never blocks on a full pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).unwrap();
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        stderr.read_to_string(&mut text).unwrap();
-        text
-    });
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("the benchmark did not finish within 300 s:\n{}", err.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+        .env("RUST_LOG", "warn");
+    let (status, stdout, stderr, _) = common::run_bounded(&mut command, "the benchmark", Duration::from_secs(300));
     assert!(status.success(), "{status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
 
     let last = stdout.lines().last().unwrap_or_default();

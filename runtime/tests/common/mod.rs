@@ -101,22 +101,35 @@ pub struct Finished {
 /// Runs `plexus run --exit-when-done` on `config` (REST off) and waits for it to exit
 /// on its own; kills it and fails if it takes longer than `timeout`.
 pub fn run_until_done(config: &Path, timeout: Duration) -> Finished {
-    let started = Instant::now();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["run", "--exit-when-done", "--rest-listen", "off"])
         .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stderr.take().unwrap();
-    // Read while waiting, so a chatty child never blocks on a full pipe.
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        pipe.read_to_string(&mut text).unwrap();
-        text
-    });
+        .env("RUST_LOG", "info");
+    let (status, _, stderr, elapsed) = run_bounded(&mut command, "`plexus run --exit-when-done`", timeout);
+    Finished {
+        status,
+        stderr,
+        elapsed,
+    }
+}
+
+/// Runs `command` to its end, its standard output and error captured, and returns its
+/// status, both outputs and how long it took; kills it and fails the test (with the
+/// end of its standard error) if it takes longer than `timeout`.
+pub fn run_bounded(command: &mut Command, what: &str, timeout: Duration) -> (ExitStatus, String, String, Duration) {
+    let started = Instant::now();
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Read both pipes while waiting, so a chatty child never blocks on a full pipe.
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let out = read(Box::new(child.stdout.take().unwrap()));
+    let err = read(Box::new(child.stderr.take().unwrap()));
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -124,19 +137,15 @@ pub fn run_until_done(config: &Path, timeout: Duration) -> Finished {
         if started.elapsed() > timeout {
             child.kill().unwrap();
             child.wait().unwrap();
-            let stderr = reader.join().unwrap();
+            let stderr = err.join().unwrap();
             panic!(
-                "`plexus run --exit-when-done` did not exit within {timeout:?}; the end of its log:\n{}",
+                "{what} did not finish within {timeout:?}; the end of its log:\n{}",
                 tail(&stderr, 40)
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    Finished {
-        status,
-        stderr: reader.join().unwrap(),
-        elapsed: started.elapsed(),
-    }
+    (status, out.join().unwrap(), err.join().unwrap(), started.elapsed())
 }
 
 /// The last `lines` lines of `text`.
