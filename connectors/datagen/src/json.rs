@@ -7,22 +7,11 @@ pub(crate) use plexus_connector::json::push_u64;
 
 /// Appends `value` with at least `width` digits, zero-padded.
 pub(crate) fn push_u64_padded(buf: &mut BytesMut, value: u64, width: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let len = digits.len() - at;
-    for _ in len..width {
+    let digits = value.checked_ilog10().map_or(1, |log| log as usize + 1);
+    for _ in digits..width {
         buf.extend_from_slice(b"0");
     }
-    buf.extend_from_slice(&digits[at..]);
+    push_u64(buf, value);
 }
 
 /// Appends `text` as a JSON string, quotes included.

@@ -195,18 +195,13 @@ impl Source for PostgresCdcSource {
                 tracing::info!(connector = %ctx.name(), slot = %config.slot, lsn = %consistent, "Replication slot created.");
                 if export {
                     let name = row.get(2).cloned().flatten();
-                    let readers = snapshot_readers(&config, name.as_deref()).await?;
-                    let estimates = estimates(&mut conn, &tables).await?;
-                    let snapshot = Snapshot::new(
-                        Arc::clone(&config),
-                        ctx.name().to_owned(),
-                        tables,
-                        &estimates,
+                    let start = SnapshotStart {
+                        exported: name.as_deref(),
                         consistent,
-                        readers,
-                        None,
-                        Vec::new(),
-                    );
+                        resume: None,
+                        boundaries: Vec::new(),
+                    };
+                    let snapshot = start.open(&config, ctx.name(), &mut conn, tables).await?;
                     self.phase = Phase::Snapshot(Box::new(SnapshotPhase {
                         config,
                         snapshot,
@@ -233,18 +228,13 @@ impl Source for PostgresCdcSource {
                 };
                 let consistent = state.confirmed_flush.unwrap_or(Lsn::INVALID);
                 tracing::info!(connector = %ctx.name(), table = %position.table, rows = position.rows, "Resuming the snapshot after the last row the log holds.");
-                let readers = snapshot_readers(&config, None).await?;
-                let estimates = estimates(&mut conn, &tables).await?;
-                let snapshot = Snapshot::new(
-                    Arc::clone(&config),
-                    ctx.name().to_owned(),
-                    tables,
-                    &estimates,
+                let start = SnapshotStart {
+                    exported: None,
                     consistent,
-                    readers,
-                    Some(position),
-                    snapshot_boundaries,
-                );
+                    resume: Some(position),
+                    boundaries: snapshot_boundaries,
+                };
+                let snapshot = start.open(&config, ctx.name(), &mut conn, tables).await?;
                 self.phase = Phase::Snapshot(Box::new(SnapshotPhase {
                     config,
                     snapshot,
@@ -392,18 +382,13 @@ async fn bulk_snapshot(
     if let Some(position) = &resume {
         tracing::info!(connector, table = %position.table, rows = position.rows, "Resuming the export after the last row the log holds.");
     }
-    let readers = snapshot_readers(config, None).await?;
-    let estimates = estimates(conn, &tables).await?;
-    Ok(Snapshot::new(
-        Arc::clone(config),
-        connector.to_owned(),
-        tables,
-        &estimates,
+    let start = SnapshotStart {
+        exported: None,
         consistent,
-        readers,
         resume,
         boundaries,
-    ))
+    };
+    start.open(config, connector, conn, tables).await
 }
 
 /// Opens the replication connection.
@@ -411,6 +396,39 @@ async fn replicate(config: &CdcConfig) -> Result<ReplicationConnection, Connecto
     ReplicationConnection::connect(&config.connect)
         .await
         .map_err(|e| client_error("opening the replication connection", e))
+}
+
+/// Where a snapshot starts: the snapshot to import (the slot's, or none: a new one),
+/// the WAL position it is consistent with, and what the log already holds of it.
+struct SnapshotStart<'a> {
+    exported: Option<&'a str>,
+    consistent: Lsn,
+    resume: Option<SnapshotPosition>,
+    boundaries: Vec<SnapshotPosition>,
+}
+
+impl SnapshotStart<'_> {
+    /// Opens the reading connections and plans from the tables' size estimates.
+    async fn open(
+        self,
+        config: &Arc<CdcConfig>,
+        connector: &str,
+        conn: &mut sqlx::postgres::PgConnection,
+        tables: Vec<Arc<table::TableInfo>>,
+    ) -> Result<Snapshot, ConnectorError> {
+        let readers = snapshot_readers(config, self.exported).await?;
+        let estimates = estimates(conn, &tables).await?;
+        Ok(Snapshot::new(
+            Arc::clone(config),
+            connector.to_owned(),
+            tables,
+            &estimates,
+            self.consistent,
+            readers,
+            self.resume,
+            self.boundaries,
+        ))
+    }
 }
 
 /// Connections inside one snapshot transaction: the slot's exported snapshot, or (when
