@@ -4,6 +4,12 @@
 //! Offsets are committed to the consumer group named after the connector, only after
 //! the sink's `flush` succeeded. A sink that keeps offsets in its destination returns
 //! them from `start` and the task resumes from those instead (exactly once).
+//!
+//! Each partition's next records are read (and decompressed) by a task of their own
+//! while the sink writes the previous ones, so reading the log and writing the
+//! destination use two cores instead of taking turns on one. Each read takes half of
+//! the task's share of the memory budget, so the records in hand and the ones read
+//! ahead stay within the share.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +28,27 @@ const FLUSH_RECORDS: u64 = 100_000;
 struct Assigned {
     topic: Arc<str>,
     partition: Arc<Partition>,
+    /// The offset after the records given to the sink.
     next: i64,
     /// Where the task started reading.
     first: i64,
+    /// The read of the records from `next` on, under way.
+    ahead: Option<ReadAhead>,
+}
+
+/// A partition's next read, running beside the sink's write; aborted if dropped.
+struct ReadAhead(tokio::task::JoinHandle<Result<Fetched, ConnectorError>>);
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Records read from one partition, and the offset to read from next.
+struct Fetched {
+    records: Vec<SinkRecord>,
+    next: i64,
 }
 
 pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEnd, ConnectorError> {
@@ -61,6 +85,7 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
                 partition: Arc::clone(partition),
                 next,
                 first: next,
+                ahead: None,
             });
         }
     }
@@ -83,7 +108,7 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
         }
         let mut got = 0usize;
         for a in &mut assigned {
-            let records = fetch(a, &env.connector.name, env.fetch_bytes).await?;
+            let records = fetch(a, &env.connector.name, (env.fetch_bytes / 2).max(1)).await?;
             if records.is_empty() {
                 continue;
             }
@@ -171,25 +196,62 @@ async fn commit_offsets(env: &TaskEnv, offsets: &SinkOffsets) -> Result<(), Conn
         .map_err(log_error)
 }
 
-/// Reads what is available from one partition and advances its next offset.
+/// The records read ahead from one partition (reading them now if no read is under
+/// way), advancing its next offset past them; and starts the read of the records after.
 async fn fetch(a: &mut Assigned, connector: &str, max_bytes: usize) -> Result<Vec<SinkRecord>, ConnectorError> {
-    let fetch = match a.partition.read(a.next, max_bytes).await {
+    let fetched = match a.ahead.take() {
+        Some(mut ahead) => (&mut ahead.0)
+            .await
+            .map_err(|e| ConnectorError::retriable(format!("reading `{}` ahead failed: {e}", a.topic)))??,
+        None => {
+            read(
+                Arc::clone(&a.partition),
+                Arc::clone(&a.topic),
+                a.next,
+                max_bytes,
+                connector.into(),
+            )
+            .await?
+        }
+    };
+    a.next = fetched.next;
+    a.ahead = Some(ReadAhead(tokio::spawn(read(
+        Arc::clone(&a.partition),
+        Arc::clone(&a.topic),
+        a.next,
+        max_bytes,
+        connector.into(),
+    ))));
+    Ok(fetched.records)
+}
+
+/// Reads what is available from `from` on.
+async fn read(
+    partition: Arc<Partition>,
+    topic: Arc<str>,
+    from: i64,
+    max_bytes: usize,
+    connector: Arc<str>,
+) -> Result<Fetched, ConnectorError> {
+    let fetch = match partition.read(from, max_bytes).await {
         Ok(fetch) => fetch,
         Err(LogError::OffsetOutOfRange { start, end, .. }) => {
             // Retention deleted what the group had not read, or the log was reset.
-            let next = if a.next < start { start } else { end };
-            tracing::warn!(connector, topic = %a.topic, partition = a.partition.id(), from = a.next, to = next, "Committed offset out of range; moving to the nearest valid offset.");
-            a.next = next;
-            return Ok(Vec::new());
+            let next = if from < start { start } else { end };
+            tracing::warn!(connector = %connector, topic = %topic, partition = partition.id(), from, to = next, "Committed offset out of range; moving to the nearest valid offset.");
+            return Ok(Fetched {
+                records: Vec::new(),
+                next,
+            });
         }
         Err(e) => return Err(log_error(e)),
     };
-    let mut out = Vec::new();
+    let mut records = Vec::new();
     for record in fetch.records() {
-        let record = record.map_err(|e| ConnectorError::fatal(format!("decode a record of `{}`: {e}", a.topic)))?;
-        out.push(SinkRecord {
-            topic: Arc::clone(&a.topic),
-            partition: a.partition.id(),
+        let record = record.map_err(|e| ConnectorError::fatal(format!("decode a record of `{topic}`: {e}")))?;
+        records.push(SinkRecord {
+            topic: Arc::clone(&topic),
+            partition: partition.id(),
             offset: record.offset,
             timestamp: record.timestamp,
             key: record.key,
@@ -204,8 +266,10 @@ async fn fetch(a: &mut Assigned, connector: &str, max_bytes: usize) -> Result<Ve
                 .collect(),
         });
     }
-    a.next = fetch.next_offset();
-    Ok(out)
+    Ok(Fetched {
+        records,
+        next: fetch.next_offset(),
+    })
 }
 
 /// Records written to the sink since its last flush.
