@@ -134,7 +134,7 @@ impl Compressors {
     }
 
     /// Writes the frame itself, block by block with `lz4_flex`'s block encoder: its
-    /// frame encoder spends several times longer per byte on the same blocks.
+    /// frame encoder, reused, takes about 1.4 times as long on the same blocks.
     fn compress_lz4(&mut self, records: &[u8]) -> Result<BytesMut, BatchError> {
         // Records compress about tenfold; start from a quarter and grow if needed.
         let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + LZ4_FRAME_HEADER.len() + records.len() / 4 + 64);
