@@ -375,3 +375,59 @@ async fn a_slow_sink_holds_back_its_source() {
     assert!(worst > 150, "the source did run ahead up to about the limit: {worst}");
     worker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn keyed_records_go_to_their_key_partition_in_source_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[worker]\ndata_dir = \"{}\"\ndefault_partitions = 3\n\n[[connector]]\nname = \"gen\"\ntype = \"datagen\"\n\
+         topic = \"shop.{{table}}\"\n[connector.settings]\nseed = 3\ncount = 3000\ntables = [\"orders\", \"customers\"]\n",
+        dir.path().join("data").display()
+    );
+    let registry = Registry::builtin();
+    let config = plexus_config::Config::load_str(&[(PathBuf::from("test.toml"), text)], &registry, &|_| None)
+        .unwrap_or_else(|p| panic!("{p}"));
+    let worker = Worker::start(&config, registry).await.unwrap();
+    assert!(worker.wait_idle(Duration::from_secs(30)).await);
+
+    let mut seqs = Vec::new();
+    for name in ["shop.orders", "shop.customers"] {
+        let topic = worker.log().topic(name).unwrap();
+        assert_eq!(topic.partitions().len(), 3);
+        let mut partition_of = std::collections::HashMap::new();
+        for p in topic.partitions() {
+            let mut offset = p.start_offset();
+            let mut last_seq = -1i64;
+            let mut count = 0;
+            loop {
+                let fetch = p.read(offset, 1 << 20).await.unwrap();
+                if fetch.is_empty() {
+                    break;
+                }
+                for r in fetch.records() {
+                    let r = r.unwrap();
+                    let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+                    let other = partition_of.insert(key.clone(), p.id());
+                    assert!(
+                        other.is_none_or(|o| o == p.id()),
+                        "{name}: key {key} in partitions {other:?} and {}",
+                        p.id()
+                    );
+                    let Some(value) = r.value else { continue };
+                    let value: serde_json::Value = serde_json::from_slice(&value).unwrap();
+                    let seq = value["source"]["seq"].as_i64().unwrap();
+                    assert!(seq > last_seq, "{name}/{}: seq {seq} after {last_seq}", p.id());
+                    last_seq = seq;
+                    seqs.push(seq);
+                    count += 1;
+                }
+                offset = fetch.next_offset();
+            }
+            assert!(count > 0, "{name}/{} holds records", p.id());
+        }
+    }
+    seqs.sort_unstable();
+    let expected: Vec<i64> = (seqs[0]..seqs[0] + 3000).collect();
+    assert_eq!(seqs, expected, "every event once");
+    worker.shutdown().await.unwrap();
+}

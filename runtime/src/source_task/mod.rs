@@ -165,6 +165,9 @@ fn replay_boundaries(log: &plexus_log::Log, producer: ProducerId, resume: Option
     boundaries
 }
 
+/// A topic and one of its partitions.
+type Group = (Arc<str>, u32);
+
 /// Decides each record's topic and partition.
 struct Router {
     topics: HashMap<String, Arc<Topic>>,
@@ -180,24 +183,38 @@ impl Router {
 
         // Group by (topic, partition), keeping each group's records in order. Records
         // of one table come in runs: the topic is looked up once per run.
-        let mut groups: BTreeMap<(Arc<str>, u32), Vec<usize>> = BTreeMap::new();
+        let mut groups: BTreeMap<Group, Vec<usize>> = BTreeMap::new();
         let mut current: Option<(Option<&str>, Arc<str>, usize)> = None;
+        // The run of records going to the same partition as the previous one, added to
+        // its group in one go (a one-partition topic takes no map lookup per record).
+        let mut run: Option<(Group, Vec<usize>)> = None;
         for (i, record) in records.iter().enumerate() {
             let named = record.topic.as_deref();
-            let (topic_name, count) = match &current {
-                Some((name, topic_name, count)) if *name == named => (Arc::clone(topic_name), *count),
-                _ => {
-                    let topic_name: Arc<str> = topic_for(template, named, &env.connector.name).into();
-                    let count = self.topic(env, &topic_name).await?.partitions().len().max(1);
-                    current = Some((named, Arc::clone(&topic_name), count));
-                    (topic_name, count)
-                }
+            if !matches!(&current, Some((name, _, _)) if *name == named) {
+                let topic_name: Arc<str> = topic_for(template, named, &env.connector.name).into();
+                let count = self.topic(env, &topic_name).await?.partitions().len().max(1);
+                current = Some((named, topic_name, count));
+            }
+            let Some((_, topic_name, count)) = &current else {
+                continue;
             };
             let partition = match &record.key {
                 Some(key) => fnv1a(key) as usize % count,
                 None => self.sticky % count,
             };
-            groups.entry((topic_name, partition as u32)).or_default().push(i);
+            let partition = partition as u32;
+            match &mut run {
+                Some(((name, p), indexes)) if *p == partition && Arc::ptr_eq(name, topic_name) => indexes.push(i),
+                _ => {
+                    let group = (Arc::clone(topic_name), partition);
+                    if let Some((group, indexes)) = run.replace((group, vec![i])) {
+                        groups.entry(group).or_default().extend(indexes);
+                    }
+                }
+            }
+        }
+        if let Some((group, indexes)) = run {
+            groups.entry(group).or_default().extend(indexes);
         }
         let mut routed = Vec::with_capacity(groups.len());
         for ((topic_name, partition), indexes) in groups {
