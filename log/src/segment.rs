@@ -433,7 +433,8 @@ impl BatchRead<'_> {
             let buf = read_exact(file, path, position, want)?;
             let mut offset = 0usize;
             let mut progressed = false;
-            while buf.len() - offset >= BATCH_HEADER_LEN {
+            // A batch larger than the chunk was read on its own: `offset` is then past `buf`.
+            while buf.len().saturating_sub(offset) >= BATCH_HEADER_LEN {
                 let corrupt = |reason: String| LogError::Corrupt {
                     path: path.to_owned(),
                     position: position + offset as u64,

@@ -131,6 +131,48 @@ async fn reads_respect_the_byte_limit_but_return_at_least_one_batch() {
 }
 
 #[tokio::test]
+async fn batches_larger_than_a_read_chunk_are_read_whole_with_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
+    let config = TopicConfig {
+        max_batch_bytes: 1 << 20,
+        ..TopicConfig::default()
+    };
+    let topic = log.create_topic("t", config).await.unwrap();
+    let p = Arc::clone(topic.partition(0).unwrap());
+    // Reads take the data in chunks of at least 64 KiB: batches of 150 KB, 10 B, 300 KB.
+    let values = [
+        "a".repeat(150_000),
+        "small".to_owned(),
+        "c".repeat(300_000),
+        "end".to_owned(),
+    ];
+    for value in &values {
+        append_values(&p, &[value], 1).await;
+    }
+    let expected: Vec<(i64, String)> = values.iter().enumerate().map(|(i, v)| (i as i64, v.clone())).collect();
+    for max_bytes in [1, 1000, 64 << 10, 200_000, 1 << 20] {
+        let mut got = Vec::new();
+        let mut offset = 0;
+        loop {
+            let fetch = p.read(offset, max_bytes).await.unwrap();
+            if fetch.is_empty() {
+                break;
+            }
+            for record in fetch.records() {
+                let record = record.unwrap();
+                got.push((
+                    record.offset,
+                    String::from_utf8(record.value.unwrap().to_vec()).unwrap(),
+                ));
+            }
+            offset = fetch.next_offset();
+        }
+        assert_eq!(got, expected, "reading with max_bytes = {max_bytes}");
+    }
+}
+
+#[tokio::test]
 async fn batches_on_disk_are_kafka_record_batches() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
