@@ -5,10 +5,12 @@
 //! `scripts/test` runs): a missing server is an error that says what to run, never a
 //! skipped test.
 
+pub mod mariadb;
 pub mod postgres;
 pub mod python;
 pub mod seaweed;
 pub mod writer;
 
+pub use mariadb::{MariaDbError, TempMariaDb};
 pub use postgres::{PostgresError, TempPostgres};
 pub use writer::Writer;

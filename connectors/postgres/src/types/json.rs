@@ -103,7 +103,7 @@ fn write_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueE
         PgType::Timestamp => datetime::write_timestamp(text, out),
         PgType::TimestampTz => datetime::write_timestamptz(text, out),
         PgType::Interval => datetime::write_interval(text, out),
-        PgType::Text | PgType::Json | PgType::Jsonb | PgType::Enum(_) | PgType::Other { .. } => {
+        PgType::Text | PgType::Char(_) | PgType::Json | PgType::Jsonb | PgType::Enum(_) | PgType::Other { .. } => {
             return write_string(text, out).map_err(|reason| ValueError::new(ty, text, reason));
         }
         PgType::Array(element) => return array::write_array(ty, element, text, out),

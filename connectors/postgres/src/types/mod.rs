@@ -51,9 +51,13 @@ pub enum PgType {
     /// `numeric(precision, scale)`; both `None` for unconstrained `numeric`. PostgreSQL 15
     /// allows a precision of 1 to 1000 and a scale of -1000 to 1000, hence the widths.
     Numeric { precision: Option<u16>, scale: Option<i16> },
-    /// `text`, `character varying`, `character` (`bpchar`), `name` and `"char"`: they are
-    /// all encoded alike, so the length limits are not kept.
+    /// `text`, `character varying`, `name`, `"char"` and `bpchar` without a length: they
+    /// are all encoded alike, so the length limits are not kept.
     Text,
+    /// `character(n)`: encoded as text (with its blanks), and kept apart so that the
+    /// schema names it and SQL sinks create a blank-padded column, whose comparisons
+    /// ignore trailing blanks as the source's do.
+    Char(u32),
     /// `bytea`.
     Bytea,
     /// `uuid`.
@@ -88,8 +92,9 @@ impl PgType {
     /// `None` for an OID that is not built in (enums, domains, arrays of enums, extension
     /// types): the caller then reads the type from `pg_type` and builds the variant itself.
     ///
-    /// Only `numeric` reads the type modifier (its precision and scale), also as the
-    /// element of `numeric[]`, whose columns carry the element's modifier.
+    /// Only `numeric` (its precision and scale) and `character` (its length) read the
+    /// type modifier, also as the elements of arrays, whose columns carry the element's
+    /// modifier.
     pub fn from_builtin(oid: u32, typmod: i32) -> Option<PgType> {
         if let Some(&(element, _, _)) = BUILTIN.iter().find(|(_, array, _)| *array == oid) {
             return PgType::from_builtin(element, typmod).map(|ty| PgType::Array(Box::new(ty)));
@@ -97,6 +102,8 @@ impl PgType {
         let ty = match oid {
             16 => PgType::Bool,
             17 => PgType::Bytea,
+            // A `character(n)` column's modifier is n + 4.
+            1042 if typmod >= 5 => PgType::Char((typmod - 4) as u32),
             18 | 19 | 25 | 1042 | 1043 => PgType::Text,
             20 => PgType::Int8,
             21 => PgType::Int2,
@@ -127,8 +134,8 @@ impl PgType {
 
     /// The SQL name for the schema documentation, as PostgreSQL's `format_type` writes it
     /// without the length or precision modifiers: `integer`, `numeric(10,2)`,
-    /// `timestamp with time zone`, `text[]`, the enum's name. Every [`PgType::Text`] type is
-    /// `text`.
+    /// `timestamp with time zone`, `text[]`, `character(84)`, the enum's name. Every
+    /// [`PgType::Text`] type is `text`.
     pub fn sql_name(&self) -> String {
         match self {
             PgType::Bool => "boolean".to_owned(),
@@ -144,6 +151,7 @@ impl PgType {
             } => format!("numeric({precision},{})", scale.unwrap_or(0)),
             PgType::Numeric { precision: None, .. } => "numeric".to_owned(),
             PgType::Text => "text".to_owned(),
+            PgType::Char(length) => format!("character({length})"),
             PgType::Bytea => "bytea".to_owned(),
             PgType::Uuid => "uuid".to_owned(),
             PgType::Json => "json".to_owned(),
@@ -185,6 +193,7 @@ impl PgType {
             PgType::Array(element) => format!("List({})", element.arrow_type()),
             // Arrow has no type for these that arrow-json can fill from their text.
             PgType::Text
+            | PgType::Char(_)
             | PgType::Uuid
             | PgType::Json
             | PgType::Jsonb
@@ -206,6 +215,7 @@ impl PgType {
             PgType::Array(_) => "array",
             PgType::Numeric { .. }
             | PgType::Text
+            | PgType::Char(_)
             | PgType::Bytea
             | PgType::Uuid
             | PgType::Json
@@ -349,6 +359,13 @@ mod tests {
             );
         }
         assert_eq!(PgType::from_builtin(1043, 104), Some(PgType::Text));
+        assert_eq!(PgType::from_builtin(1042, 88), Some(PgType::Char(84)));
+        assert_eq!(PgType::from_builtin(1042, -1), Some(PgType::Text));
+        assert_eq!(
+            PgType::from_builtin(1014, 14),
+            Some(PgType::Array(Box::new(PgType::Char(10))))
+        );
+        assert_eq!(PgType::Char(84).sql_name(), "character(84)");
         assert_eq!(
             PgType::from_builtin(869, -1),
             Some(PgType::Other {
