@@ -57,6 +57,48 @@ impl Config {
         load_sources(&sources, types, env, unreadable)
     }
 
+    /// Only the `[worker]` table of the files (every other table is left unchecked):
+    /// the first of the two phases of a load, which tells where the connector plugins
+    /// are before the connectors are validated against the types they offer. Files
+    /// without a `[worker]` table give the defaults; problems of that table are
+    /// reported again by the full [`Config::load`].
+    pub fn load_worker(paths: &[PathBuf], env: &dyn Fn(&str) -> Option<String>) -> Result<WorkerConfig, Problems> {
+        let mut problems = Vec::new();
+        let mut worker = None;
+        for path in paths {
+            let files = files_of(path).map_err(|problem| Problems::from(vec![problem]))?;
+            for (file_index, file) in files.into_iter().enumerate() {
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    Problems::from(vec![Problem::new(
+                        None,
+                        format!("cannot read `{}`: {e}", file.display()),
+                    )])
+                })?;
+                let source = SourceFile::new(file, text);
+                let mut checker = Checker {
+                    file: &source,
+                    file_index,
+                    problems: &mut problems,
+                };
+                let Ok((root, _)) = tree::parse(&source, env) else {
+                    continue;
+                };
+                for entry in root.entries.iter().filter(|e| e.key == "worker") {
+                    let config = check_worker(&mut checker, &entry.node);
+                    worker = worker.or(config);
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems
+                .into_iter()
+                .map(|ranked| ranked.problem)
+                .collect::<Vec<_>>()
+                .into());
+        }
+        Ok(worker.unwrap_or_default())
+    }
+
     /// Like [`Config::load`], from in-memory `(file name, text)` pairs: for the REST
     /// API's validate endpoint and for tests.
     pub fn load_str(

@@ -322,3 +322,34 @@ fn a_source_topic_may_name_one_topic_per_table() {
     );
     assert!(problems.contains("`{table}`"), "{problems}");
 }
+
+/// The first phase of a load reads only `[worker]`: connectors of types nobody knows
+/// yet (a plugin's) do not stop it from telling where the plugins are.
+#[test]
+fn the_worker_table_loads_before_the_connector_types_are_known() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "[[connector]]\nname = \"x\"\ntype = \"from-a-plugin\"\ntopic = \"t\"\nsettings = { anything = 1 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.toml"),
+        "[worker]\nplugin_dirs = [\"${PLUGINS:-/opt/plexus/plugins}\", \"./more\"]\n",
+    )
+    .unwrap();
+    let worker = Config::load_worker(&[dir.path().to_path_buf()], &|_| None).unwrap();
+    assert_eq!(
+        worker.plugin_dirs,
+        [PathBuf::from("/opt/plexus/plugins"), PathBuf::from("./more")]
+    );
+    let env = |name: &str| (name == "PLUGINS").then(|| "/p".to_owned());
+    let worker = Config::load_worker(&[dir.path().join("b.toml")], &env).unwrap();
+    assert_eq!(worker.plugin_dirs[0], PathBuf::from("/p"));
+    // No [worker] table: the defaults. A bad one: its problems.
+    let worker = Config::load_worker(&[dir.path().join("a.toml")], &|_| None).unwrap();
+    assert!(worker.plugin_dirs.is_empty());
+    std::fs::write(dir.path().join("b.toml"), "[worker]\nplugin_dirs = \"one\"\n").unwrap();
+    let problems = Config::load_worker(&[dir.path().join("b.toml")], &|_| None).unwrap_err();
+    assert!(problems.to_string().contains("plugin_dirs"), "{problems}");
+}

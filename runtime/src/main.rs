@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use plexus_config::{Config, ConnectorKind};
 use plexus_log::{BatchBuilder, Compression, Log, LogConfig, TopicConfig};
 use plexus_runtime::progress::Progress;
-use plexus_runtime::{Registry, RestServer, TaskState, Worker};
+use plexus_runtime::{PluginHost, PluginScan, Registry, RestServer, TaskState, Worker};
 
 /// How often `plexus run` logs progress when stderr is not a terminal.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -195,8 +195,26 @@ fn load(paths: &[PathBuf], registry: &Registry) -> Result<Config, plexus_config:
     Config::load(paths, registry, &|name| std::env::var(name).ok())
 }
 
+/// The connector types `paths` may use: the built-ins and the plugins in the files'
+/// `[worker] plugin_dirs`. The first phase of a load: the worker table is read before
+/// the connectors are checked against the types the plugins offer.
+fn connector_types(host: &PluginHost, paths: &[PathBuf]) -> (Registry, PluginScan) {
+    let dirs = Config::load_worker(paths, &|name| std::env::var(name).ok())
+        .map(|worker| worker.plugin_dirs)
+        .unwrap_or_default();
+    host.registry(&dirs)
+}
+
 fn validate(paths: &[PathBuf]) -> std::process::ExitCode {
-    match load(paths, &Registry::builtin()) {
+    let host = PluginHost::new();
+    let (registry, scan) = connector_types(&host, paths);
+    for (name, version, file, types) in &scan.loaded {
+        eprintln!("plugin `{name}` {version} ({}): {}", file.display(), types.join(", "));
+    }
+    for refusal in &scan.refused {
+        eprintln!("warning: {refusal}");
+    }
+    match load(paths, &registry) {
         Ok(config) => {
             println!("{}", config.summary());
             std::process::ExitCode::SUCCESS
@@ -214,7 +232,9 @@ async fn run(
     exit_when_done: bool,
     rest_listen: Option<&str>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let registry = Registry::builtin();
+    let plugins = PluginHost::new();
+    let (registry, scan) = connector_types(&plugins, paths);
+    scan.log();
     let config = match load(paths, &registry) {
         Ok(config) => config,
         Err(problems) => {
@@ -259,8 +279,11 @@ async fn run(
             _ = tokio::signal::ctrl_c() => { tracing::info!("Interrupted; stopping."); break; }
             _ = sigterm.recv() => { tracing::info!("Terminated; stopping."); break; }
             _ = sighup.recv() => {
+                // Plugins added to the folders since are loaded (loaded ones stay as they are).
+                let (registry, scan) = connector_types(&plugins, paths);
+                scan.log();
                 match load(paths, &registry) {
-                    Ok(new) => { tracing::info!(summary = %new.summary(), "Reloading."); worker.reload(&new).await; }
+                    Ok(new) => { tracing::info!(summary = %new.summary(), "Reloading."); worker.set_registry(registry); worker.reload(&new).await; }
                     Err(problems) => tracing::error!(problems = %problems, "Reload refused: the configuration has problems; the running connectors are unchanged."),
                 }
             }

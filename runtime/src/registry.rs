@@ -1,4 +1,4 @@
-//! The connector types a worker knows: built-ins now, plugins later.
+//! The connector types a worker knows: built-ins, and those of plugins (`crate::plugins`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use plexus_connector::ConnectorFactory;
 #[derive(Clone, Default)]
 pub struct Registry {
     factories: BTreeMap<String, Arc<dyn ConnectorFactory>>,
+    /// `NAME @ FILE` of the plugin and library that offer each plugin type; built-ins are absent.
+    origins: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -27,13 +29,27 @@ impl Registry {
         registry.register(Arc::new(plexus_connector_file::FileSinkFactory::new()));
         registry.register(Arc::new(plexus_connector_parquet::ParquetSinkFactory));
         registry.register(Arc::new(plexus_connector_postgres::PostgresCdcFactory::new()));
+        registry.register(Arc::new(plexus_connector_sql::SqlSinkFactory::new()));
         registry.register(Arc::new(crate::discard::DiscardFactory));
         registry
     }
 
     /// Adds a type; a later one with the same name replaces the earlier.
     pub fn register(&mut self, factory: Arc<dyn ConnectorFactory>) {
+        self.origins.remove(factory.type_name());
         self.factories.insert(factory.type_name().to_owned(), factory);
+    }
+
+    /// Adds a type offered by a plugin; `origin` names the plugin and its library.
+    pub fn register_plugin(&mut self, factory: Arc<dyn ConnectorFactory>, origin: String) {
+        let name = factory.type_name().to_owned();
+        self.register(factory);
+        self.origins.insert(name, origin);
+    }
+
+    /// Where a type comes from: `"builtin"`, or its plugin and library.
+    pub fn origin(&self, type_name: &str) -> &str {
+        self.origins.get(type_name).map_or("builtin", String::as_str)
     }
 
     pub fn get(&self, type_name: &str) -> Option<&Arc<dyn ConnectorFactory>> {

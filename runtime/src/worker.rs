@@ -131,7 +131,8 @@ struct Connector {
 /// A worker running connectors against an embedded log.
 pub struct Worker {
     log: Log,
-    registry: Registry,
+    /// Replaced on a reload that found new plugins.
+    registry: parking_lot::RwLock<Registry>,
     worker: WorkerConfig,
     id: OnceLock<String>,
     host: String,
@@ -173,7 +174,7 @@ impl Worker {
         })?;
         let worker = Worker {
             log,
-            registry,
+            registry: parking_lot::RwLock::new(registry),
             worker: config.worker.clone(),
             id: OnceLock::new(),
             host: hostname(),
@@ -206,8 +207,15 @@ impl Worker {
         self.worker.shutdown_timeout
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The connector types it knows now.
+    pub fn registry(&self) -> Registry {
+        self.registry.read().clone()
+    }
+
+    /// Replaces the connector types (a reload that rescanned the plugins); connectors
+    /// started from then on use the new ones.
+    pub fn set_registry(&self, registry: Registry) {
+        *self.registry.write() = registry;
     }
 
     /// `host:port` of the REST API once it listens, the host name before.
@@ -353,7 +361,7 @@ impl Worker {
     }
 
     fn parse_stored(&self, name: &str, path: &std::path::Path, text: &str) -> Option<ConnectorConfig> {
-        match Config::load_str(&[(path.to_owned(), text.to_owned())], &self.registry, &env_var) {
+        match Config::load_str(&[(path.to_owned(), text.to_owned())], &self.registry(), &env_var) {
             Ok(config) => config.connectors.into_iter().find(|c| c.name == name),
             Err(problems) => {
                 tracing::error!(connector = name, problems = %problems, "A connector stored by the REST API is invalid; not starting it. Fix or delete the file.");
@@ -414,7 +422,7 @@ impl Worker {
     pub fn validate(&self, name: &str, config: &Map<String, Json>) -> Result<ConnectorConfig, ControlError> {
         let text = store::json_to_toml(name, config).map_err(ControlError::invalid)?;
         let path = self.store.path(name);
-        let loaded = Config::load_str(&[(path, text)], &self.registry, &env_var).map_err(|problems| {
+        let loaded = Config::load_str(&[(path, text)], &self.registry(), &env_var).map_err(|problems| {
             let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
             ControlError::Invalid {
                 message: format!(
@@ -760,7 +768,7 @@ impl Worker {
     }
 
     fn factory(&self, view: &ConnectorView) -> Result<Arc<dyn plexus_connector::ConnectorFactory>, ControlError> {
-        self.registry
+        self.registry()
             .get(&view.type_name)
             .cloned()
             .ok_or_else(|| ControlError::Internal(format!("unknown connector type `{}`", view.type_name)))
@@ -823,7 +831,7 @@ impl Worker {
                 max_lag: self.worker.max_sink_lag,
             },
             log: self.log.clone(),
-            registry: self.registry.clone(),
+            registry: self.registry(),
             restart: self.worker.restart.clone(),
             status: self.status.clone(),
             config,

@@ -153,16 +153,15 @@ async fn topic(State(state): State<AppState>, Path(name): Path<String>) -> Resul
 }
 
 async fn plugins(State(state): State<AppState>) -> Response {
-    let list: Vec<Json> = state
-        .worker
-        .registry()
+    let registry = state.worker.registry();
+    let list: Vec<Json> = registry
         .iter()
         .map(|factory| {
             let fields: Vec<Json> = factory.schema().fields.iter().map(field_json).collect();
             json!({
                 "type": factory.type_name(),
                 "kind": match factory.kind() { ConnectorKind::Source => "source", ConnectorKind::Sink => "sink" },
-                "origin": "builtin",
+                "origin": registry.origin(factory.type_name()),
                 "config": fields,
             })
         })

@@ -4,11 +4,17 @@
 //! - `postgres-cdc`: the `postgres-cdc` source against PostgreSQL's own readers
 //!   ([`postgres`]);
 //! - `parquet`: the `parquet` sink exporting from the log, against pyarrow and DuckDB
-//!   converting the same events ([`parquet`]).
+//!   converting the same events ([`parquet`]);
+//! - `plugin`: the pipeline into the built-in `discard` sink against the same sink as
+//!   a plugin ([`plugin`]);
+//! - `sql`: the `sql` sink applying change events to PostgreSQL, against `COPY` of as
+//!   many rows ([`sql`]).
 
 mod parquet;
+mod plugin;
 mod postgres;
 mod procfs;
+mod sql;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -39,6 +45,14 @@ pub enum Bench {
     /// directory and to SeaweedFS, against pyarrow and DuckDB converting the same events
     /// from JSON lines. The last line sums it up.
     Parquet(parquet::ParquetBenchArgs),
+    /// The pipeline of `bench pipeline` into the built-in discard sink and into the
+    /// same sink built as a plugin (the jsonl example's `blackhole`), in one process.
+    /// The last line sums it up.
+    Plugin(plugin::PluginBenchArgs),
+    /// The sql sink applying change events (70% inserts, 25% updates, 5% deletes) from
+    /// the log to a throw-away PostgreSQL, against COPY of as many rows into an empty
+    /// table of the same shape. The last line sums it up.
+    Sql(sql::SqlBenchArgs),
 }
 
 pub async fn run(which: Bench) -> anyhow::Result<std::process::ExitCode> {
@@ -46,6 +60,8 @@ pub async fn run(which: Bench) -> anyhow::Result<std::process::ExitCode> {
         Bench::Pipeline { records, dir } => pipeline(records, &dir).await,
         Bench::PostgresCdc(args) => postgres::run(args).await,
         Bench::Parquet(args) => parquet::run(args).await,
+        Bench::Plugin(args) => plugin::run(args).await,
+        Bench::Sql(args) => sql::run(args).await,
     }
 }
 

@@ -85,6 +85,13 @@ pub struct ProcStat {
     children_cpu: f64,
 }
 
+impl ProcStat {
+    /// CPU seconds used, user and system.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.user + self.system
+    }
+}
+
 /// Parent, CPU seconds, and CPU seconds of ended children, from `/proc/<pid>/stat`.
 pub fn proc_stat(pid: &str) -> Option<ProcStat> {
     // Linux reports times in clock ticks of 1/100 s (USER_HZ) on every architecture.
