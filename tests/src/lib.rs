@@ -7,6 +7,7 @@
 
 pub mod mariadb;
 pub mod postgres;
+mod process;
 pub mod python;
 pub mod seaweed;
 pub mod writer;

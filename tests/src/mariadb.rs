@@ -5,10 +5,11 @@
 //! which MariaDB otherwise refuses), in a temporary directory, on a free loopback port,
 //! and is killed on drop.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::process::{free_port, running_as_root};
 
 /// The tests' user, its password and database.
 pub const USER: &str = "plexus";
@@ -29,6 +30,15 @@ pub enum MariaDbError {
     Io(#[from] std::io::Error),
     #[error("the server on port {port} did not accept connections within {seconds} s; its log:\n{log}")]
     NotReady { port: u16, seconds: u64, log: String },
+}
+
+impl From<crate::process::CommandFailed> for MariaDbError {
+    fn from(failed: crate::process::CommandFailed) -> Self {
+        MariaDbError::Command {
+            what: failed.what,
+            detail: failed.detail,
+        }
+    }
 }
 
 /// A running server; killed and deleted on drop.
@@ -179,33 +189,7 @@ impl Drop for TempMariaDb {
     }
 }
 
+/// Runs `command` to its end, failing with the command's reason.
 fn run(what: &str, command: &mut Command) -> Result<Output, MariaDbError> {
-    let output = command.output().map_err(|e| MariaDbError::Command {
-        what: what.to_owned(),
-        detail: format!("cannot start {:?}: {e}", command.get_program()),
-    })?;
-    if output.status.success() {
-        Ok(output)
-    } else {
-        Err(MariaDbError::Command {
-            what: what.to_owned(),
-            detail: format!(
-                "{}\n{}{}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        })
-    }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Ok(crate::process::run(what, command)?)
 }

@@ -4,10 +4,11 @@
 //! to the `postgres` system user that Debian's package creates, and every server
 //! command runs as that user (`runuser`).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use crate::process::{free_port, running_as_root};
 
 /// The PostgreSQL major version the tests use (Debian 12's).
 pub const VERSION: u32 = 15;
@@ -26,6 +27,15 @@ pub enum PostgresError {
     Io(#[from] std::io::Error),
     #[error("the server on port {port} did not accept connections within {seconds} s; its log:\n{log}")]
     NotReady { port: u16, seconds: u64, log: String },
+}
+
+impl From<crate::process::CommandFailed> for PostgresError {
+    fn from(failed: crate::process::CommandFailed) -> Self {
+        PostgresError::Command {
+            what: failed.what,
+            detail: failed.detail,
+        }
+    }
 }
 
 /// A running cluster; stopped (immediately) and deleted on drop.
@@ -250,33 +260,7 @@ impl Drop for TempPostgres {
     }
 }
 
+/// Runs `command` to its end, failing with the command's reason.
 fn run(what: &str, command: &mut Command) -> Result<Output, PostgresError> {
-    let output = command.output().map_err(|e| PostgresError::Command {
-        what: what.to_owned(),
-        detail: format!("cannot start {:?}: {e}", command.get_program()),
-    })?;
-    if output.status.success() {
-        Ok(output)
-    } else {
-        Err(PostgresError::Command {
-            what: what.to_owned(),
-            detail: format!(
-                "{}\n{}{}",
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
-        })
-    }
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Ok(crate::process::run(what, command)?)
 }

@@ -14,6 +14,45 @@
 
 use plexus_connector::{SinkOffsets, TopicPartition};
 
+use crate::config::DialectKind;
+use crate::dialect::{TableName, quote};
+
+/// `SELECT topic, partition, next_offset` of one connector (bound as the only parameter).
+pub fn select_sql(dialect: DialectKind, table: &TableName) -> String {
+    format!(
+        "SELECT topic, {}, next_offset FROM {} WHERE connector = {}",
+        quote(dialect, "partition"),
+        table.sql(dialect),
+        placeholder(dialect, 1)
+    )
+}
+
+/// Inserts or updates one row: connector, topic, partition, next offset, time.
+pub fn upsert_sql(dialect: DialectKind, table: &TableName) -> String {
+    let partition = quote(dialect, "partition");
+    let values = (1..=5).map(|n| placeholder(dialect, n)).collect::<Vec<_>>().join(", ");
+    let update = match dialect {
+        DialectKind::MySql => {
+            "ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), updated_at = VALUES(updated_at)".to_owned()
+        }
+        DialectKind::Postgres | DialectKind::Sqlite => format!(
+            "ON CONFLICT (connector, topic, {partition}) DO UPDATE \
+             SET next_offset = excluded.next_offset, updated_at = excluded.updated_at"
+        ),
+    };
+    format!(
+        "INSERT INTO {} (connector, topic, {partition}, next_offset, updated_at) VALUES ({values}) {update}",
+        table.sql(dialect)
+    )
+}
+
+fn placeholder(dialect: DialectKind, n: usize) -> String {
+    match dialect {
+        DialectKind::Postgres => format!("${n}"),
+        DialectKind::MySql | DialectKind::Sqlite => "?".to_owned(),
+    }
+}
+
 /// The wall-clock time for `updated_at` (informational only).
 pub fn now_text() -> String {
     let ms = std::time::SystemTime::now()

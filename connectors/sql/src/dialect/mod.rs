@@ -10,6 +10,87 @@
 //! MySQL and SQLite have no `COPY`: their staging is the multi-row `INSERT` itself, one
 //! statement per chunk of rows.
 
+/// The methods every target has alike, for a target struct holding `conn`: running
+/// SQL, and reading and writing the offsets rows.
+macro_rules! common_target_methods {
+    ($dialect:expr) => {
+        pub async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut self.conn)
+                .await
+                .map(|_| ())
+        }
+
+        pub async fn read_offsets(
+            &mut self,
+            table: &super::TableName,
+            connector: &str,
+        ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+            use sqlx::Row as _;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(crate::offsets::select_sql($dialect, table)))
+                .bind(connector)
+                .fetch_all(&mut self.conn)
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect()
+        }
+
+        pub async fn write_offsets(
+            &mut self,
+            table: &super::TableName,
+            connector: &str,
+            offsets: &plexus_connector::SinkOffsets,
+        ) -> Result<(), sqlx::Error> {
+            let sql = crate::offsets::upsert_sql($dialect, table);
+            let now = crate::offsets::now_text();
+            for (tp, next) in offsets {
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(connector)
+                    .bind(&tp.topic)
+                    .bind(i64::from(tp.partition))
+                    .bind(*next)
+                    .bind(&now)
+                    .execute(&mut self.conn)
+                    .await?;
+            }
+            Ok(())
+        }
+    };
+}
+
+/// `apply` for the targets that send rows as statement parameters (MySQL, SQLite):
+/// one multi-row statement per chunk.
+macro_rules! parameter_apply {
+    ($dialect:expr, $arguments:ty) => {
+        pub async fn apply(&mut self, group: &super::Group<'_>, batch_rows: usize) -> Result<(), sqlx::Error> {
+            use sqlx::Arguments as _;
+            let staged = group.staged();
+            for chunk in super::chunks(&group.rows, &staged, batch_rows) {
+                let sql = super::multi_row_sql($dialect, group, chunk.len());
+                let mut args = <$arguments>::default();
+                for row in chunk {
+                    for &c in &staged {
+                        let added = match group.cell(row, c) {
+                            crate::values::Cell::Null => args.add(None::<String>),
+                            crate::values::Cell::Bool(b) => args.add(*b),
+                            crate::values::Cell::Int(n) => args.add(*n),
+                            crate::values::Cell::Float(f) => args.add(*f),
+                            crate::values::Cell::Text(t) => args.add(t.as_str()),
+                            crate::values::Cell::Bytes(b) => args.add(b.as_slice()),
+                        };
+                        added.map_err(sqlx::Error::Encode)?;
+                    }
+                }
+                sqlx::query_with(sqlx::AssertSqlSafe(sql), args)
+                    .execute(&mut self.conn)
+                    .await?;
+            }
+            Ok(())
+        }
+    };
+}
+
 mod mysql;
 mod postgres;
 mod sqlite;

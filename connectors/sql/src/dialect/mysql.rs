@@ -4,12 +4,11 @@
 use std::str::FromStr;
 
 use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlConnection};
-use sqlx::{Arguments as _, AssertSqlSafe, ConnectOptions, Row as _};
+use sqlx::{ConnectOptions, Row as _};
 
-use super::{CatalogColumn, Group, TableName, chunks, multi_row_sql};
+use super::{CatalogColumn, TableName};
 use crate::config::{DialectKind, SqlSinkConfig};
 use crate::error::SqlError;
-use crate::values::Cell;
 
 const MY: DialectKind = DialectKind::MySql;
 
@@ -24,6 +23,9 @@ impl std::fmt::Debug for MySqlTarget {
 }
 
 impl MySqlTarget {
+    common_target_methods!(MY);
+    parameter_apply!(MY, MySqlArguments);
+
     pub async fn connect(config: &SqlSinkConfig) -> Result<MySqlTarget, SqlError> {
         let url = config.url.replacen("mariadb://", "mysql://", 1);
         let mut options = MySqlConnectOptions::from_str(&url)
@@ -48,13 +50,6 @@ impl MySqlTarget {
         Ok(target)
     }
 
-    pub async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&mut self.conn)
-            .await
-            .map(|_| ())
-    }
-
     pub async fn columns(&mut self, table: &TableName) -> Result<Vec<CatalogColumn>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(COLUMN_KEY = 'PRI' AS SIGNED) \
@@ -74,76 +69,5 @@ impl MySqlTarget {
                 })
             })
             .collect()
-    }
-
-    pub async fn read_offsets(
-        &mut self,
-        table: &TableName,
-        connector: &str,
-    ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-        let sql = format!(
-            "SELECT topic, `partition`, next_offset FROM {} WHERE connector = ?",
-            table.sql(MY)
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(connector)
-            .fetch_all(&mut self.conn)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
-    }
-
-    pub async fn write_offsets(
-        &mut self,
-        table: &TableName,
-        connector: &str,
-        offsets: &plexus_connector::SinkOffsets,
-    ) -> Result<(), sqlx::Error> {
-        let sql = format!(
-            "INSERT INTO {} (connector, topic, `partition`, next_offset, updated_at) VALUES (?, ?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), updated_at = VALUES(updated_at)",
-            table.sql(MY)
-        );
-        let now = crate::offsets::now_text();
-        for (tp, next) in offsets {
-            sqlx::query(AssertSqlSafe(sql.clone()))
-                .bind(connector)
-                .bind(&tp.topic)
-                .bind(i64::from(tp.partition))
-                .bind(*next)
-                .bind(&now)
-                .execute(&mut self.conn)
-                .await?;
-        }
-        Ok(())
-    }
-
-    pub async fn apply(&mut self, group: &Group<'_>, batch_rows: usize) -> Result<(), sqlx::Error> {
-        let staged = group.staged();
-        for chunk in chunks(&group.rows, &staged, batch_rows) {
-            let sql = multi_row_sql(MY, group, chunk.len());
-            let mut args = MySqlArguments::default();
-            for row in chunk {
-                for &c in &staged {
-                    bind(&mut args, group.cell(row, c)).map_err(sqlx::Error::Encode)?;
-                }
-            }
-            sqlx::query_with(AssertSqlSafe(sql), args)
-                .execute(&mut self.conn)
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-fn bind(args: &mut MySqlArguments, cell: &Cell) -> Result<(), sqlx::error::BoxDynError> {
-    match cell {
-        Cell::Null => args.add(None::<String>),
-        Cell::Bool(b) => args.add(*b),
-        Cell::Int(n) => args.add(*n),
-        Cell::Float(f) => args.add(*f),
-        Cell::Text(t) => args.add(t.as_str()),
-        Cell::Bytes(b) => args.add(b.as_slice()),
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{AssertSqlSafe, ConnectOptions, Row as _};
+use sqlx::{ConnectOptions, Row as _};
 
 use super::{CatalogColumn, Group, GroupKind, TableName, column_list, quote};
 use crate::config::{DialectKind, SqlSinkConfig};
@@ -35,6 +35,8 @@ impl std::fmt::Debug for PostgresTarget {
 }
 
 impl PostgresTarget {
+    common_target_methods!(PG);
+
     pub async fn connect(config: &SqlSinkConfig) -> Result<PostgresTarget, SqlError> {
         let mut options = PgConnectOptions::from_str(&config.url)
             .map_err(|e| SqlError::Config(format!("sql setting `url` is not a PostgreSQL URL: {e}")))?
@@ -58,13 +60,6 @@ impl PostgresTarget {
             next_stage: 0,
             merge,
         })
-    }
-
-    pub async fn execute(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        sqlx::raw_sql(AssertSqlSafe(sql))
-            .execute(&mut self.conn)
-            .await
-            .map(|_| ())
     }
 
     pub fn rolled_back(&mut self) {
@@ -96,50 +91,6 @@ impl PostgresTarget {
                 })
             })
             .collect()
-    }
-
-    pub async fn read_offsets(
-        &mut self,
-        table: &TableName,
-        connector: &str,
-    ) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-        let sql = format!(
-            "SELECT topic, \"partition\", next_offset FROM {} WHERE connector = $1",
-            table.sql(PG)
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(connector)
-            .fetch_all(&mut self.conn)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
-    }
-
-    pub async fn write_offsets(
-        &mut self,
-        table: &TableName,
-        connector: &str,
-        offsets: &plexus_connector::SinkOffsets,
-    ) -> Result<(), sqlx::Error> {
-        let sql = format!(
-            "INSERT INTO {} (connector, topic, \"partition\", next_offset, updated_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (connector, topic, \"partition\") DO UPDATE \
-             SET next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at",
-            table.sql(PG)
-        );
-        let now = crate::offsets::now_text();
-        for (tp, next) in offsets {
-            sqlx::query(AssertSqlSafe(sql.clone()))
-                .bind(connector)
-                .bind(&tp.topic)
-                .bind(i64::from(tp.partition))
-                .bind(*next)
-                .bind(&now)
-                .execute(&mut self.conn)
-                .await?;
-        }
-        Ok(())
     }
 
     pub async fn apply(&mut self, group: &Group<'_>, _batch_rows: usize) -> Result<(), sqlx::Error> {
