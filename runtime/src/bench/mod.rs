@@ -11,18 +11,16 @@
 //!   many rows ([`sql`]).
 
 mod parquet;
+mod pipeline;
 mod plugin;
 mod postgres;
 mod procfs;
 mod sql;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Subcommand;
-use plexus_config::Config;
-use plexus_runtime::{Registry, TaskState, Worker};
+use plexus_runtime::Registry;
 
 #[derive(Subcommand)]
 pub enum Bench {
@@ -67,67 +65,13 @@ pub async fn run(which: Bench) -> anyhow::Result<std::process::ExitCode> {
 
 async fn pipeline(records: u64, dir: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).with_context(|| format!("create `{}`", dir.display()))?;
-    let text = format!(
-        r#"
-[worker]
-data_dir = "{data}"
-
-[[connector]]
-name = "gen"
-type = "datagen"
-topic = "bench"
-[connector.settings]
-seed = 7
-count = {records}
-tables = ["orders"]
-
-[[connector]]
-name = "drop"
-type = "discard"
-topics = ["bench"]
-"#,
-        data = dir.join("data").display()
-    );
-    let registry = Registry::builtin();
-    let config = Config::load_str(&[(PathBuf::from("pipeline-bench.toml"), text)], &registry, &|_| None)
-        .map_err(|p| anyhow::anyhow!("{p}"))?;
-    let started = Instant::now();
-    let worker = Worker::start(&config, registry).await?;
-    // Done when the source finished and the sink has read everything it wrote.
-    let sink_records = loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let done = worker
-            .metrics()
-            .get("drop")
-            .map_or(0, |m| m.records.load(std::sync::atomic::Ordering::Relaxed));
-        let finished = worker
-            .status()
-            .get("gen")
-            .is_some_and(|s| s.state == TaskState::Finished);
-        let end: i64 = worker
-            .log()
-            .topic("bench")
-            .map_or(0, |t| t.partitions().iter().map(|p| p.end_offset()).sum());
-        if finished && done >= end as u64 {
-            break done;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            anyhow::bail!("the pipeline did not finish within 10 minutes ({done} records read)");
-        }
-    };
-    let elapsed = started.elapsed().as_secs_f64();
-    let bytes: u64 = worker
-        .metrics()
-        .get("drop")
-        .map_or(0, |m| m.bytes.load(std::sync::atomic::Ordering::Relaxed));
-    worker.shutdown().await?;
+    let run = pipeline::pipeline(records, dir, "discard", Registry::builtin()).await?;
     let rss = procfs::peak_rss_mb().unwrap_or(f64::NAN);
     println!(
-        "pipeline-bench: records={sink_records} rec_s={:.0} mb_s={:.1} peak_rss_mb={rss:.1}",
-        sink_records as f64 / elapsed,
-        bytes as f64 / elapsed / 1e6
+        "pipeline-bench: records={} rec_s={:.0} mb_s={:.1} peak_rss_mb={rss:.1}",
+        run.records,
+        run.rec_s,
+        run.bytes as f64 / run.secs / 1e6
     );
-    let _ = std::fs::remove_dir_all(dir);
     Ok(std::process::ExitCode::SUCCESS)
 }
