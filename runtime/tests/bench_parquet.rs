@@ -37,13 +37,7 @@ fn small_parquet_bench_prints_every_figure() {
         last.starts_with("parquet-bench: "),
         "last line: {last}\nstderr:\n{stderr}"
     );
-    let figures: Vec<(&str, f64)> = last["parquet-bench: ".len()..]
-        .split(' ')
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap();
-            (name, value.parse().unwrap_or(f64::NAN))
-        })
-        .collect();
+    let figures = common::summary_figures(last, "parquet-bench: ");
     let names: Vec<&str> = figures.iter().map(|(name, _)| *name).collect();
     assert_eq!(names, FIELDS, "last line: {last}");
     for (name, value) in &figures {

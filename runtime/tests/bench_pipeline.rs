@@ -19,15 +19,7 @@ fn small_pipeline_bench_reads_every_event_and_prints_its_figures() {
     let (status, stdout, stderr, _) = common::run_bounded(&mut command, "the benchmark", Duration::from_secs(180));
     assert!(status.success(), "{status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
     let last = stdout.lines().last().unwrap_or_default();
-    let figures: Vec<(&str, f64)> = last
-        .strip_prefix("pipeline-bench: ")
-        .unwrap_or_else(|| panic!("last line: {last}"))
-        .split(' ')
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap();
-            (name, value.parse().unwrap())
-        })
-        .collect();
+    let figures = common::summary_figures(last, "pipeline-bench: ");
     let names: Vec<&str> = figures.iter().map(|(name, _)| *name).collect();
     assert_eq!(names, ["records", "rec_s", "mb_s", "peak_rss_mb"]);
     // 20,000 events, and a tombstone after each delete.

@@ -37,14 +37,10 @@ fn small_cdc_bench_prints_every_figure() {
 
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.starts_with("cdc-bench: "), "last line: {last}\nstderr:\n{stderr}");
-    let figures: Vec<(&str, &str)> = last["cdc-bench: ".len()..]
-        .split(' ')
-        .map(|pair| pair.split_once('=').unwrap())
-        .collect();
+    let figures = common::summary_figures(last, "cdc-bench: ");
     let names: Vec<&str> = figures.iter().map(|(name, _)| *name).collect();
     assert_eq!(names, FIELDS, "last line: {last}");
     for (name, value) in figures {
-        let value: f64 = value.parse().unwrap_or(f64::NAN);
         assert!(value.is_finite() && value > 0.0, "{name} is {value} in: {last}");
     }
     assert!(

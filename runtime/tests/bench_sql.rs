@@ -32,13 +32,7 @@ fn small_sql_bench_prints_every_figure() {
 
     let last = stdout.lines().last().unwrap_or_default();
     assert!(last.starts_with("sql-bench: "), "last line: {last}\nstderr:\n{stderr}");
-    let figures: Vec<(&str, f64)> = last["sql-bench: ".len()..]
-        .split(' ')
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap();
-            (name, value.parse().unwrap_or(f64::NAN))
-        })
-        .collect();
+    let figures = common::summary_figures(last, "sql-bench: ");
     let names: Vec<&str> = figures.iter().map(|(name, _)| *name).collect();
     assert_eq!(names, FIELDS, "last line: {last}");
     for (name, value) in &figures {

@@ -771,15 +771,7 @@ fn small_plugin_bench_prints_every_figure() {
     let (status, stdout, stderr, _) = common::run_bounded(&mut command, "the benchmark", Duration::from_secs(300));
     assert!(status.success(), "{status}\nstdout:\n{stdout}\nstderr:\n{stderr}");
     let last = stdout.lines().last().unwrap_or_default();
-    let figures: Vec<(&str, f64)> = last
-        .strip_prefix("plugin-bench: ")
-        .unwrap_or_else(|| panic!("last line: {last}"))
-        .split(' ')
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap();
-            (name, value.parse().unwrap())
-        })
-        .collect();
+    let figures = common::summary_figures(last, "plugin-bench: ");
     let names: Vec<&str> = figures.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, ["builtin_rec_s", "plugin_rec_s", "ratio"], "{last}");
     for (name, value) in &figures {

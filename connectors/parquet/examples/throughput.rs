@@ -15,7 +15,7 @@
 //! process (`/usr/bin/time -v`) is then the sink's, plus the generator's few fetches,
 //! and the time includes the generator's share of the CPU. `--set` passes sink settings
 //! (`--set compression=snappy`). `plexus bench parquet` is the end-to-end benchmark.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(clippy::print_stdout)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -31,6 +31,8 @@ use plexus_connector_datagen::{Generator, Op, Table};
 use plexus_connector_parquet::{ParquetSink, ParquetSinkConfig};
 use plexus_connector_s3::LocalStore;
 
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
 /// What the runtime's sink task does: flush after this many records.
 const FLUSH_RECORDS: u64 = 100_000;
 
@@ -44,7 +46,7 @@ struct Args {
     ndjson: Option<std::path::PathBuf>,
 }
 
-fn args() -> Args {
+fn args() -> Result<Args> {
     let mut args = Args {
         events: 5_000_000,
         dir: std::env::temp_dir().join("plexus-parquet-throughput"),
@@ -55,21 +57,33 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("`{arg}` needs a value"));
         match arg.as_str() {
-            "--events" => args.events = it.next().unwrap().replace('_', "").parse().unwrap(),
-            "--dir" => args.dir = it.next().unwrap().into(),
+            "--events" => {
+                let text = value()?;
+                args.events = text
+                    .replace('_', "")
+                    .parse()
+                    .map_err(|e| format!("--events `{text}`: {e}"))?;
+            }
+            "--dir" => args.dir = value()?.into(),
             "--live" => args.live = true,
-            "--ndjson" => args.ndjson = Some(it.next().unwrap().into()),
-            "--fetch-bytes" => args.fetch_bytes = it.next().unwrap().parse().unwrap(),
+            "--ndjson" => args.ndjson = Some(value()?.into()),
+            "--fetch-bytes" => {
+                let text = value()?;
+                args.fetch_bytes = text.parse().map_err(|e| format!("--fetch-bytes `{text}`: {e}"))?;
+            }
             "--set" => {
-                let pair = it.next().unwrap();
-                let (name, value) = pair.split_once('=').unwrap();
+                let pair = value()?;
+                let (name, value) = pair
+                    .split_once('=')
+                    .ok_or_else(|| format!("--set `{pair}`: expected name=value"))?;
                 args.settings.push((name.to_owned(), value.to_owned()));
             }
-            other => panic!("unknown argument `{other}`"),
+            other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
-    args
+    Ok(args)
 }
 
 /// One fetch of one topic: what `Partition::read` gives the sink task.
@@ -169,22 +183,24 @@ fn vm_hwm_mib() -> f64 {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+async fn main() -> Result<()> {
     tracing_subscriber_init();
-    let args = args();
+    let args = args()?;
     let _ = std::fs::remove_dir_all(&args.dir);
     if let Some(path) = &args.ndjson {
         use std::io::Write;
-        let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let mut written = Ok(());
         generate(args.events, args.fetch_bytes, |fetch| {
-            for value in fetch.iter().filter_map(|r| r.value.as_ref()) {
-                out.write_all(value).unwrap();
-                out.write_all(b"\n").unwrap();
-            }
-            true
+            written = fetch
+                .iter()
+                .filter_map(|r| r.value.as_ref())
+                .try_for_each(|value| out.write_all(value).and_then(|()| out.write_all(b"\n")));
+            written.is_ok()
         });
-        out.flush().unwrap();
-        return;
+        written?;
+        out.flush()?;
+        return Ok(());
     }
     let mut feed = if args.live {
         let (tx, rx) = sync_channel(4);
@@ -219,10 +235,10 @@ async fn main() {
         };
         settings.insert(name.clone(), value);
     }
-    let config = ParquetSinkConfig::from_settings(&settings).unwrap();
-    let store = Arc::new(LocalStore::open(&args.dir).await.unwrap());
+    let config = ParquetSinkConfig::from_settings(&settings)?;
+    let store = Arc::new(LocalStore::open(&args.dir).await?);
     let mut sink = ParquetSink::new(config, store);
-    sink.start(&ctx).await.unwrap();
+    sink.start(&ctx).await?;
     let before = vm_hwm_mib();
     let cpu = cpu_seconds();
     let started = Instant::now();
@@ -242,14 +258,14 @@ async fn main() {
             };
             offsets.insert(tp, last.offset + 1);
         }
-        sink.write(&ctx, fetch).await.unwrap();
+        sink.write(&ctx, fetch).await?;
         if pending >= FLUSH_RECORDS {
-            sink.flush(&ctx, &offsets).await.unwrap();
+            sink.flush(&ctx, &offsets).await?;
             pending = 0;
         }
     }
-    sink.flush(&ctx, &offsets).await.unwrap();
-    sink.stop().await.unwrap();
+    sink.flush(&ctx, &offsets).await?;
+    sink.stop().await?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu;
     let written: u64 = walk(&args.dir);
@@ -271,6 +287,7 @@ async fn main() {
         dead.take().len(),
         vm_hwm_mib(),
     );
+    Ok(())
 }
 
 fn walk(dir: &std::path::Path) -> u64 {

@@ -170,3 +170,19 @@ pub fn python(script: &str, args: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// The figures of a benchmark's summary line, `PREFIX: name=value ...`, in order; a
+/// value that is not a number reads as NaN (the tests then assert every figure is
+/// finite). Fails the test when the line does not start with `prefix`.
+pub fn summary_figures<'a>(line: &'a str, prefix: &str) -> Vec<(&'a str, f64)> {
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("the last line does not start with `{prefix}`: {line}"))
+        .split(' ')
+        .map(|pair| {
+            let (name, value) = pair
+                .split_once('=')
+                .unwrap_or_else(|| panic!("`{pair}` is not name=value in: {line}"));
+            (name, value.parse().unwrap_or(f64::NAN))
+        })
+        .collect()
+}
