@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod plugins;
 mod positions;
 pub mod progress;
+mod records;
 mod registry;
 mod schemas;
 pub mod sink_task;

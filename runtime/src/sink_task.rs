@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use plexus_connector::{ConnectorError, Header, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition};
 use plexus_log::{LogError, Partition};
 
+use crate::records::LogRecords;
 use crate::schemas::LogSchemas;
 use crate::task::{TaskEnd, TaskEnv, log_error};
 
@@ -53,7 +54,8 @@ struct Fetched {
 
 pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEnd, ConnectorError> {
     let ctx = SinkContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone())
-        .with_schemas(Arc::new(LogSchemas::new(env.log.clone())));
+        .with_schemas(Arc::new(LogSchemas::new(env.log.clone())))
+        .with_records(Arc::new(LogRecords::new(env.log.clone())));
     let group = env.connector.name.clone();
     let stored = sink.start(&ctx).await?;
     let mut assigned = Vec::new();
@@ -93,13 +95,17 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
 
     let mut pending = Pending::new(&env.metrics);
     let mut last_flush = Instant::now();
+    // Records were left unread after a read since the task last caught up.
+    let mut behind = false;
+    // The offsets last committed to the group, not committed again unchanged.
+    let mut committed = SinkOffsets::new();
     let end = loop {
         if env.stopping() {
             break TaskEnd::Stopped;
         }
         if env.paused() {
             if pending.records > 0 {
-                commit(env, sink, &ctx, &assigned, &mut pending).await?;
+                commit(env, sink, &ctx, &assigned, &mut pending, &mut committed).await?;
             }
             if !env.wait_resumed().await {
                 break TaskEnd::Stopped;
@@ -132,12 +138,15 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
         env.metrics
             .sink_unread
             .store(unread, std::sync::atomic::Ordering::Relaxed);
-        // A sink that holds records past its flushes (files rotating on a timer) is
-        // flushed on the interval even while nothing new arrives, so it can finish them.
-        let due = last_flush.elapsed() >= FLUSH_INTERVAL;
+        // A sink that holds records past its flushes (files rotating on a timer, changes
+        // committed in the background) is flushed on the interval even while nothing new
+        // arrives, so it can finish them; and as soon as the task has caught up with a
+        // backlog, so that its end is not left waiting for the interval.
+        let due = last_flush.elapsed() >= FLUSH_INTERVAL || (got == 0 && behind);
+        behind = if got == 0 { false } else { behind || unread > 0 };
         let holding = due && holds_records(&*sink, &assigned);
         if (pending.records > 0 && (pending.records >= FLUSH_RECORDS || due)) || holding {
-            commit(env, sink, &ctx, &assigned, &mut pending).await?;
+            commit(env, sink, &ctx, &assigned, &mut pending, &mut committed).await?;
             last_flush = Instant::now();
         }
         if got == 0 {
@@ -156,12 +165,12 @@ pub(crate) async fn run(env: &mut TaskEnv, sink: &mut dyn Sink) -> Result<TaskEn
         }
     };
     if pending.records > 0 {
-        commit(env, sink, &ctx, &assigned, &mut pending).await?;
+        commit(env, sink, &ctx, &assigned, &mut pending, &mut committed).await?;
     }
     sink.stop().await?;
     // A sink that held records past its flushes finished them in `stop`.
     if let Some(durable) = sink.durable_offsets() {
-        commit_offsets(env, &durable).await?;
+        commit_offsets(env, &durable, &mut committed).await?;
     }
     tracing::info!(connector = %env.connector.name, "Sink stopped.");
     Ok(end)
@@ -180,10 +189,16 @@ fn holds_records(sink: &dyn Sink, assigned: &[Assigned]) -> bool {
     })
 }
 
-/// Commits the consumer group's offsets to what the sink made durable.
-async fn commit_offsets(env: &TaskEnv, offsets: &SinkOffsets) -> Result<(), ConnectorError> {
+/// Commits the consumer group's offsets to what the sink made durable, those that
+/// changed since the last commit (`committed`).
+async fn commit_offsets(
+    env: &TaskEnv,
+    offsets: &SinkOffsets,
+    committed: &mut SinkOffsets,
+) -> Result<(), ConnectorError> {
     let commits: Vec<(&str, u32, i64)> = offsets
         .iter()
+        .filter(|(tp, offset)| committed.get(*tp) != Some(*offset))
         .map(|(tp, offset)| (tp.topic.as_str(), tp.partition, *offset))
         .collect();
     if commits.is_empty() {
@@ -193,7 +208,9 @@ async fn commit_offsets(env: &TaskEnv, offsets: &SinkOffsets) -> Result<(), Conn
         .groups()
         .commit_many(&env.connector.name, &commits, "")
         .await
-        .map_err(log_error)
+        .map_err(log_error)?;
+    committed.extend(offsets.iter().map(|(tp, offset)| (tp.clone(), *offset)));
+    Ok(())
 }
 
 /// The records read ahead from one partition (reading them now if no read is under
@@ -297,6 +314,7 @@ async fn commit(
     ctx: &SinkContext,
     assigned: &[Assigned],
     pending: &mut Pending,
+    committed: &mut SinkOffsets,
 ) -> Result<(), ConnectorError> {
     let offsets: SinkOffsets = assigned
         .iter()
@@ -312,7 +330,7 @@ async fn commit(
         .collect();
     sink.flush(ctx, &offsets).await?;
     env.dlq.drain(&env.log).await?;
-    commit_offsets(env, &sink.durable_offsets().unwrap_or(offsets)).await?;
+    commit_offsets(env, &sink.durable_offsets().unwrap_or(offsets), committed).await?;
     // Records dead-lettered since the last flush were not delivered.
     let dead_now = env.metrics.dead_lettered.load(std::sync::atomic::Ordering::Relaxed);
     let dead = dead_now.saturating_sub(pending.dead_before).min(pending.records);

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::ConnectorError;
-use crate::record::Position;
+use crate::record::{Position, SinkRecord};
 
 /// A record that could not be processed, with why and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,45 @@ impl Schemas for MemorySchemas {
     }
 }
 
+/// Where a sink reads back a record it was given. A sink that holds many changes in
+/// memory keeps where each came from rather than its bytes, and reads a record again
+/// only to dead-letter it (the original bytes, as every dead letter carries them).
+#[async_trait]
+pub trait Records: Send + Sync {
+    /// The record at `offset` of `topic`'s `partition`, or `None` when the log no longer
+    /// holds it (retention deleted it).
+    async fn get(&self, topic: &str, partition: u32, offset: i64) -> Result<Option<SinkRecord>, ConnectorError>;
+}
+
+/// Records held in memory: for testing sinks, and the default of a context built
+/// without a log (it holds none).
+#[derive(Debug, Default)]
+pub struct MemoryRecords {
+    records: Mutex<HashMap<(String, u32, i64), SinkRecord>>,
+}
+
+impl MemoryRecords {
+    /// Keeps `record`, found by its topic, partition and offset.
+    pub fn insert(&self, record: SinkRecord) {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((record.topic.to_string(), record.partition, record.offset), record);
+    }
+}
+
+#[async_trait]
+impl Records for MemoryRecords {
+    async fn get(&self, topic: &str, partition: u32, offset: i64) -> Result<Option<SinkRecord>, ConnectorError> {
+        Ok(self
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(topic.to_owned(), partition, offset))
+            .cloned())
+    }
+}
+
 /// Counters a task keeps; the runtime exports them as metrics.
 ///
 /// "In" is what the task received (a source: records polled from its system; a sink:
@@ -179,6 +218,7 @@ struct TaskContext {
     dead_letters: Arc<dyn DeadLetters>,
     replay_boundaries: Arc<[Position]>,
     schemas: Arc<dyn Schemas>,
+    records: Arc<dyn Records>,
 }
 
 impl TaskContext {
@@ -220,6 +260,7 @@ macro_rules! task_context {
                     dead_letters,
                     replay_boundaries: Arc::from([]),
                     schemas: Arc::new(MemorySchemas::default()),
+                    records: Arc::new(MemoryRecords::default()),
                 })
             }
 
@@ -291,5 +332,17 @@ impl SinkContext {
     /// The schema document registered under `id` (see [`Schemas`]), or `None`.
     pub async fn schema(&self, id: &str) -> Result<Option<Bytes>, ConnectorError> {
         self.0.schemas.get(id).await
+    }
+
+    /// Sets where [`SinkContext::record`] reads records back (the runtime reads the
+    /// log; tests use [`MemoryRecords`]).
+    pub fn with_records(mut self, records: Arc<dyn Records>) -> Self {
+        self.0.records = records;
+        self
+    }
+
+    /// The record at `offset` of `topic`'s `partition` (see [`Records`]), or `None`.
+    pub async fn record(&self, topic: &str, partition: u32, offset: i64) -> Result<Option<SinkRecord>, ConnectorError> {
+        self.0.records.get(topic, partition, offset).await
     }
 }

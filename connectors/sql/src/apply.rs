@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use plexus_connector::{ConnectorError, DeadLetter, SinkContext};
+use plexus_connector::{ConnectorError, DeadLetter, SinkContext, SinkRecord};
 
 use crate::batch::{Origin, Row};
 use crate::config::{DialectKind, DroppedColumnPolicy, Mode, SqlSinkConfig, TypeChangePolicy};
@@ -65,7 +65,9 @@ async fn apply_chunk(
         let mask = if row.delete || mode == Mode::History {
             Vec::new()
         } else {
-            row.cells.iter().map(Option::is_some).collect()
+            let mut mask: Vec<bool> = row.cells().map(|c| c.is_some()).collect();
+            mask.resize(chunk.columns.len(), false);
+            mask
         };
         groups.entry((row.delete, mask)).or_default().push(row);
     }
@@ -242,7 +244,8 @@ pub(crate) async fn apply_bisecting(
                             group.table,
                             db_message(&e)
                         ),
-                    )?;
+                    )
+                    .await?;
                     dead += 1;
                 } else {
                     if depth == 1 {
@@ -273,12 +276,25 @@ fn db_message(error: &sqlx::Error) -> String {
     }
 }
 
-pub(crate) fn dead_letter(ctx: &SinkContext, origin: &Origin, reason: &str) -> Result<(), ConnectorError> {
+/// Dead-letters the record a buffered row came from, read back from the log for its
+/// bytes (without them if the log no longer holds it).
+pub(crate) async fn dead_letter(ctx: &SinkContext, origin: &Origin, reason: &str) -> Result<(), ConnectorError> {
+    let record = ctx.record(&origin.topic, origin.partition, origin.offset).await?;
     ctx.dead_letter(DeadLetter {
-        key: origin.key.clone(),
-        payload: origin.payload.clone(),
+        key: record.as_ref().and_then(|r| r.key.clone()),
+        payload: record.and_then(|r| r.value),
         reason: reason.to_owned(),
         origin: origin.to_string(),
+    })
+}
+
+/// Dead-letters a record in hand.
+pub(crate) fn dead_letter_record(ctx: &SinkContext, record: &SinkRecord, reason: &str) -> Result<(), ConnectorError> {
+    ctx.dead_letter(DeadLetter {
+        key: record.key.clone(),
+        payload: record.value.clone(),
+        reason: reason.to_owned(),
+        origin: format!("{}/{}@{}", record.topic, record.partition, record.offset),
     })
 }
 

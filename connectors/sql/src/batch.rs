@@ -1,17 +1,27 @@
 //! Change events decoded into rows for one target table, deduplicated by key in memory:
 //! the last change of a key in a batch wins (deletes included), and a later update that
 //! left unchanged TOASTed values out takes them from the earlier change of the batch.
+//!
+//! Under a backlog a batch gathers the changes of hundreds of thousands of keys, so a
+//! row is kept small: its cells encoded in one allocation, and of its record only where
+//! it came from (a dead letter reads the record back from the log).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use hashbrown::HashTable;
+
+use std::borrow::Cow;
+
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::config::{DeleteMode, DialectKind, Mode};
 use crate::schema::{Column, ColumnType};
-use crate::values::{Cell, to_cell};
+use crate::values::{Cell, CellRef, into_cell};
 
 /// The columns the sink adds in `history` mode, after the table's own.
 pub const HISTORY_COLUMNS: [(&str, ColumnType); 8] = [
@@ -37,8 +47,6 @@ pub struct Origin {
     pub topic: Arc<str>,
     pub partition: u32,
     pub offset: i64,
-    pub key: Option<Bytes>,
-    pub payload: Option<Bytes>,
 }
 
 impl std::fmt::Display for Origin {
@@ -50,22 +58,185 @@ impl std::fmt::Display for Origin {
 /// The last change of one key (or, in history mode, one change).
 #[derive(Debug, Clone)]
 pub struct Row {
-    /// By column of the batch; `None`: keep what the target has (an unchanged TOASTed
-    /// value, a column the record's schema does not have).
-    pub cells: Vec<Option<Cell>>,
+    /// The cells by column of the batch, encoded (see [`Row::cells`]). A column added
+    /// to the batch after the row has no cell in it: kept, like a `None`.
+    data: Box<[u8]>,
     pub delete: bool,
     pub origin: Origin,
 }
 
-/// A change event's value as the sink reads it (see `connectors/datagen/ENVELOPE.md`).
+/// The tags of encoded cells; `KEPT`: keep what the target has (an unchanged TOASTed
+/// value, a column the record's schema does not have).
+const KEPT: u8 = 0;
+const NULL: u8 = 1;
+const FALSE: u8 = 2;
+const TRUE: u8 = 3;
+const INT: u8 = 4;
+const FLOAT: u8 = 5;
+const TEXT: u8 = 6;
+const BYTES: u8 = 7;
+
+/// What a row takes in memory besides its cells' bytes (the struct, allocator slack).
+const ROW_OVERHEAD: usize = std::mem::size_of::<Row>() + 16;
+/// What a key takes in the index by key (its slot, at the table's load).
+const KEY_OVERHEAD: usize = 20;
+
+impl Row {
+    pub fn new(cells: &[Option<Cell>], delete: bool, origin: Origin) -> Row {
+        let mut data = Vec::with_capacity(cells.iter().map(|c| c.as_ref().map_or(1, |c| c.size() + 1)).sum());
+        for cell in cells {
+            encode_cell(&mut data, cell.as_ref().map(Cell::as_cell_ref));
+        }
+        Row {
+            data: data.into_boxed_slice(),
+            delete,
+            origin,
+        }
+    }
+
+    /// Whether the encoded cells of columns `keys` (ascending) are `identity`, the
+    /// key as [`TableBatch::put`] looks it up.
+    fn has_identity(&self, keys: &[usize], identity: &[u8]) -> bool {
+        let mut rest = identity;
+        let mut cells = self.encoded_cells().enumerate();
+        for &k in keys {
+            let Some((_, cell)) = cells.find(|(i, _)| *i == k) else {
+                return false;
+            };
+            match rest.strip_prefix(cell) {
+                Some(tail) => rest = tail,
+                None => return false,
+            }
+        }
+        rest.is_empty()
+    }
+
+    /// Each cell's encoded bytes, in column order.
+    fn encoded_cells(&self) -> impl Iterator<Item = &[u8]> {
+        let mut cells = self.cells();
+        std::iter::from_fn(move || {
+            let before = cells.rest;
+            cells.next()?;
+            Some(&before[..before.len() - cells.rest.len()])
+        })
+    }
+
+    /// The cells in column order (`None`: keep the target's value), as far as the row
+    /// has them.
+    pub fn cells(&self) -> Cells<'_> {
+        Cells { rest: &self.data }
+    }
+
+    /// The cell of column `i` (`None`: keep the target's value).
+    pub fn cell(&self, i: usize) -> Option<CellRef<'_>> {
+        self.cells().nth(i).flatten()
+    }
+
+    /// What the row takes in memory.
+    pub fn memory(&self) -> usize {
+        self.data.len() + ROW_OVERHEAD
+    }
+}
+
+/// The cells of a [`Row`], decoded as they are read.
+#[derive(Debug, Clone)]
+pub struct Cells<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Cells<'a> {
+    type Item = Option<CellRef<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&tag, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        let fixed = |cells: &mut Self| -> Option<[u8; 8]> {
+            let (bytes, rest) = cells.rest.split_first_chunk::<8>()?;
+            cells.rest = rest;
+            Some(*bytes)
+        };
+        let sized = |cells: &mut Self| -> Option<&'a [u8]> {
+            let len = take_len(&mut cells.rest)?;
+            let bytes = cells.rest.get(..len)?;
+            cells.rest = &cells.rest[len..];
+            Some(bytes)
+        };
+        // The bytes were encoded by `Row::new`; anything else ends the row (its other
+        // cells are then kept).
+        let cell = match tag {
+            KEPT => None,
+            NULL => Some(CellRef::Null),
+            FALSE => Some(CellRef::Bool(false)),
+            TRUE => Some(CellRef::Bool(true)),
+            INT => Some(CellRef::Int(i64::from_le_bytes(fixed(self)?))),
+            FLOAT => Some(CellRef::Float(f64::from_bits(u64::from_le_bytes(fixed(self)?)))),
+            TEXT => Some(CellRef::Text(std::str::from_utf8(sized(self)?).ok()?)),
+            BYTES => Some(CellRef::Bytes(sized(self)?)),
+            _ => return None,
+        };
+        Some(cell)
+    }
+}
+
+/// Appends a cell in the encoding of [`Row`] (`None`: kept).
+fn encode_cell(out: &mut Vec<u8>, cell: Option<CellRef<'_>>) {
+    match cell {
+        None => out.push(KEPT),
+        Some(CellRef::Null) => out.push(NULL),
+        Some(CellRef::Bool(b)) => out.push(if b { TRUE } else { FALSE }),
+        Some(CellRef::Int(n)) => {
+            out.push(INT);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        Some(CellRef::Float(f)) => {
+            out.push(FLOAT);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Some(CellRef::Text(t)) => {
+            out.push(TEXT);
+            push_len(out, t.len());
+            out.extend_from_slice(t.as_bytes());
+        }
+        Some(CellRef::Bytes(b)) => {
+            out.push(BYTES);
+            push_len(out, b.len());
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Appends `len` in 7-bit groups, low first.
+fn push_len(out: &mut Vec<u8>, mut len: usize) {
+    while len >= 0x80 {
+        out.push((len & 0x7f) as u8 | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+}
+
+fn take_len(bytes: &mut &[u8]) -> Option<usize> {
+    let mut len = 0usize;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        len |= usize::from(b & 0x7f).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(len);
+        }
+    }
+    None
+}
+
+/// A change event's value as the sink reads it (see `connectors/datagen/ENVELOPE.md`):
+/// the images are parsed only once the op says which one is needed.
 #[derive(Debug, Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    before: Option<Map<String, Value>>,
-    #[serde(default)]
-    after: Option<Map<String, Value>>,
-    #[serde(default)]
-    op: Option<String>,
+struct Envelope<'a> {
+    #[serde(default, borrow)]
+    before: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    after: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    op: Option<Cow<'a, str>>,
     #[serde(default)]
     ts_ms: Option<i64>,
     #[serde(default)]
@@ -90,7 +261,12 @@ pub struct TableBatch {
     pub columns: Vec<Column>,
     by_name: HashMap<String, usize>,
     pub rows: Vec<Row>,
-    by_key: HashMap<Vec<u8>, usize>,
+    /// The row of each key, by the hash of its identity (the key cells as rows encode
+    /// them): the identity is compared in the row, not kept twice.
+    by_key: HashTable<(u64, usize)>,
+    hasher: RandomState,
+    /// What the rows and the index by key take in memory.
+    memory: usize,
     /// A `TRUNCATE` came before the rows: empty the table first.
     pub truncate: bool,
     /// Whether the columns came from a registered schema (otherwise they are inferred
@@ -110,7 +286,9 @@ impl TableBatch {
             columns: Vec::new(),
             by_name: HashMap::new(),
             rows: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: HashTable::new(),
+            hasher: RandomState::new(),
+            memory: 0,
             truncate: false,
             declared: false,
             mode,
@@ -122,6 +300,11 @@ impl TableBatch {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty() && !self.truncate
+    }
+
+    /// What the buffered rows take in memory.
+    pub fn memory(&self) -> usize {
+        self.memory
     }
 
     /// The indexes of the key columns.
@@ -171,9 +354,6 @@ impl TableBatch {
     fn add_column(&mut self, column: Column) {
         self.by_name.insert(column.name.clone(), self.columns.len());
         self.columns.push(column);
-        for row in &mut self.rows {
-            row.cells.push(None);
-        }
     }
 
     /// Decodes one record's value and adds its change. `key_fields`: the record key's
@@ -183,20 +363,20 @@ impl TableBatch {
         self.records += 1;
         // Change envelopes parse straight into their fields; anything else is a plain
         // row (an upsert of it).
-        let envelope = match serde_json::from_slice::<Envelope>(value) {
+        let text = std::str::from_utf8(value).map_err(|e| format!("the value is not UTF-8 JSON: {e}"))?;
+        let envelope = match serde_json::from_str::<Envelope<'_>>(text) {
             Ok(envelope) if envelope.op.is_some() => envelope,
-            _ => {
-                let row: Map<String, Value> =
-                    serde_json::from_slice(value).map_err(|e| format!("the value is not a JSON object: {e}"))?;
-                Envelope {
-                    before: None,
-                    after: Some(row),
-                    op: Some("c".into()),
-                    ts_ms: Some(timestamp),
-                    source: None,
-                    unchanged: Vec::new(),
-                }
-            }
+            _ => Envelope {
+                before: None,
+                after: Some(
+                    serde_json::from_str::<&RawValue>(text)
+                        .map_err(|e| format!("the value is not a JSON object: {e}"))?,
+                ),
+                op: Some("c".into()),
+                ts_ms: Some(timestamp),
+                source: None,
+                unchanged: Vec::new(),
+            },
         };
         let op = envelope.op.as_deref().unwrap_or("c");
         let delete = match op {
@@ -206,6 +386,7 @@ impl TableBatch {
                 if self.mode == Mode::Upsert {
                     self.rows.clear();
                     self.by_key.clear();
+                    self.memory = 0;
                     self.truncate = true;
                     return Ok(());
                 }
@@ -214,31 +395,34 @@ impl TableBatch {
             other => return Err(format!("unknown op `{other}`")),
         };
         let ts_ms = envelope.ts_ms.unwrap_or(timestamp);
-        let image = if delete {
-            envelope.before.as_ref()
+        let (image, side) = if delete {
+            (envelope.before, "before")
         } else {
-            envelope.after.as_ref()
+            (envelope.after, "after")
         };
-        let empty = Map::new();
         let image = match image {
-            Some(image) => image,
-            None if op == "t" => &empty,
+            Some(image) => {
+                serde_json::from_str::<Image<'_>>(image.get())
+                    .map_err(|e| format!("`{side}` is not a JSON object: {e}"))?
+                    .0
+            }
+            None if op == "t" => Vec::new(),
             None if delete => return Err("a delete without `before`: the key is unknown".into()),
             None => return Err(format!("op `{op}` without `after`")),
         };
         if !self.declared {
-            self.infer_columns(image, key_fields);
+            self.infer_columns(&image, key_fields);
         }
         let mut cells: Vec<Option<Cell>> = vec![None; self.columns.len()];
         for (name, value) in image {
-            let Some(&i) = self.by_name.get(name) else {
+            let Some(&i) = self.by_name.get(name.as_ref()) else {
                 if self.declared {
                     return Err(format!("field `{name}` is not a column of the record's schema"));
                 }
                 continue;
             };
             let column = &self.columns[i];
-            let cell = to_cell(&column.ty, value, self.dialect).map_err(|e| {
+            let cell = into_cell(&column.ty, value, self.dialect).map_err(|e| {
                 format!(
                     "column `{}` ({}): {e}",
                     column.name,
@@ -271,11 +455,9 @@ impl TableBatch {
                         cells[i] = cell;
                     }
                 }
-                self.rows.push(Row {
-                    cells,
-                    delete: false,
-                    origin,
-                });
+                let row = Row::new(&cells, false, origin);
+                self.memory += row.memory();
+                self.rows.push(row);
                 Ok(())
             }
             Mode::Upsert => {
@@ -292,18 +474,19 @@ impl TableBatch {
                         Some(Cell::Null) | None => {
                             return Err(format!("key column `{}` is null or missing", self.columns[k].name));
                         }
-                        Some(cell) => cell.push_identity(&mut identity),
+                        Some(cell) => encode_cell(&mut identity, Some(cell.as_cell_ref())),
                     }
                 }
                 if self.delete_mode == DeleteMode::Soft {
                     self.soft_delete_cells(&mut cells, delete, ts_ms, &keys);
                 }
-                let row = Row {
+                self.put(
+                    &keys,
+                    &identity,
                     cells,
-                    delete: delete && self.delete_mode == DeleteMode::Hard,
+                    delete && self.delete_mode == DeleteMode::Hard,
                     origin,
-                };
-                self.put(identity, row);
+                );
                 Ok(())
             }
         }
@@ -328,37 +511,52 @@ impl TableBatch {
         }
     }
 
-    /// Keeps `row` as the last change of its key, merging what an update left out from
-    /// the key's earlier change in this batch.
-    fn put(&mut self, identity: Vec<u8>, mut row: Row) {
-        match self.by_key.get(&identity) {
-            Some(&i) => {
+    /// Keeps the change as the last of its key (`identity`: the cells of the key
+    /// columns `keys`, encoded), merging what an update left out from the key's earlier
+    /// change in this batch.
+    fn put(&mut self, keys: &[usize], identity: &[u8], mut cells: Vec<Option<Cell>>, delete: bool, origin: Origin) {
+        let hash = self.hasher.hash_one(identity);
+        let rows = &self.rows;
+        let found = self
+            .by_key
+            .find(hash, |&(h, i)| h == hash && rows[i].has_identity(keys, identity))
+            .map(|&(_, i)| i);
+        match found {
+            Some(i) => {
                 let earlier = &self.rows[i];
-                if !row.delete {
-                    for (cell, old) in row.cells.iter_mut().zip(&earlier.cells) {
+                if !delete {
+                    for (cell, old) in cells.iter_mut().zip(earlier.cells()) {
                         if cell.is_none() {
-                            *cell = if earlier.delete { Some(Cell::Null) } else { old.clone() };
+                            *cell = if earlier.delete {
+                                Some(Cell::Null)
+                            } else {
+                                old.map(CellRef::to_cell)
+                            };
                         }
                     }
                 }
+                let row = Row::new(&cells, delete, origin);
+                self.memory = self.memory + row.memory() - earlier.memory();
                 self.rows[i] = row;
             }
             None => {
-                self.by_key.insert(identity, self.rows.len());
+                let row = Row::new(&cells, delete, origin);
+                self.memory += row.memory() + KEY_OVERHEAD;
+                self.by_key.insert_unique(hash, (hash, self.rows.len()), |&(h, _)| h);
                 self.rows.push(row);
             }
         }
     }
 
     /// Adds columns for fields of a record without a registered schema.
-    fn infer_columns(&mut self, image: &Map<String, Value>, key_fields: &[String]) {
+    fn infer_columns(&mut self, image: &[(Cow<'_, str>, Value)], key_fields: &[String]) {
         let mut new = Vec::new();
         for (name, value) in image {
-            if !self.by_name.contains_key(name) && !name.starts_with("__") {
+            if !self.by_name.contains_key(name.as_ref()) && !name.starts_with("__") {
                 new.push(Column {
-                    name: name.clone(),
+                    name: name.to_string(),
                     ty: crate::schema::infer(value),
-                    key: key_fields.contains(name),
+                    key: key_fields.iter().any(|k| k == name),
                 });
             }
         }
@@ -370,7 +568,10 @@ impl TableBatch {
     /// Takes the rows (and whether a truncate comes first), leaving the batch empty
     /// with its columns.
     pub fn take_rows(&mut self) -> (Vec<Row>, bool) {
-        self.by_key.clear();
+        // A new index rather than a cleared one: the old one's table would stay as large
+        // as the largest batch.
+        self.by_key = HashTable::new();
+        self.memory = 0;
         self.records = 0;
         (
             std::mem::take(&mut self.rows),
@@ -379,9 +580,64 @@ impl TableBatch {
     }
 }
 
+/// A row image: its fields in order, the names borrowed from the record where they
+/// have no escapes (a `Map` would allocate every name and sort them).
+struct Image<'a>(Vec<(Cow<'a, str>, Value)>);
+
+impl<'de> Deserialize<'de> for Image<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Image<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Image<'de>, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Name(name), value)) = map.next_entry::<Name<'de>, Value>()? {
+                    fields.push((name, value));
+                }
+                Ok(Image(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// A field name, borrowed where it can be.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Name<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = Name<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E>(self, v: String) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
 /// The record key's field names (`{"id": 42}` gives `id`), for records without a schema.
 pub fn key_fields(key: Option<&[u8]>) -> Vec<String> {
-    match key.and_then(|k| serde_json::from_slice::<Map<String, Value>>(k).ok()) {
+    match key.and_then(|k| serde_json::from_slice::<serde_json::Map<String, Value>>(k).ok()) {
         Some(map) => map.keys().cloned().collect(),
         None => Vec::new(),
     }
@@ -407,8 +663,6 @@ mod tests {
             topic: Arc::from("t"),
             partition: 0,
             offset,
-            key: None,
-            payload: None,
         }
     }
 
@@ -462,9 +716,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.rows.len(), 2);
-        assert_eq!(b.rows[0].cells[1], Some(Cell::Text("y".into())));
-        assert_eq!(b.rows[0].cells[2], Some(Cell::Text("B".into())));
-        assert_eq!(b.rows[1].cells[2], None);
+        assert_eq!(b.rows[0].cell(1), Some(CellRef::Text("y")));
+        assert_eq!(b.rows[0].cell(2), Some(CellRef::Text("B")));
+        assert_eq!(b.rows[1].cell(2), None);
         b.add(
             origin(3),
             br#"{"before":{"id":1},"after":null,"op":"d","ts_ms":3}"#,
@@ -498,7 +752,7 @@ mod tests {
         assert_eq!(h.rows.len(), 3);
         assert_eq!(h.columns.len(), 3 + HISTORY_COLUMNS.len());
         let lsn = h.columns.iter().position(|c| c.name == "__lsn").unwrap();
-        assert_eq!(h.rows[0].cells[lsn], Some(Cell::Int(77)));
+        assert_eq!(h.rows[0].cell(lsn), Some(CellRef::Int(77)));
 
         let mut s = batch(Mode::Upsert, DeleteMode::Soft);
         s.add(
@@ -509,9 +763,9 @@ mod tests {
         )
         .unwrap();
         assert!(!s.rows[0].delete);
-        assert_eq!(s.rows[0].cells[1], None);
-        assert_eq!(s.rows[0].cells[3], Some(Cell::Bool(true)));
-        assert_eq!(s.rows[0].cells[4], Some(Cell::Text("1970-01-01T00:00:01.000Z".into())));
+        assert_eq!(s.rows[0].cell(1), None);
+        assert_eq!(s.rows[0].cell(3), Some(CellRef::Bool(true)));
+        assert_eq!(s.rows[0].cell(4), Some(CellRef::Text("1970-01-01T00:00:01.000Z")));
     }
 
     #[test]
@@ -524,6 +778,63 @@ mod tests {
         assert_eq!(b.columns.len(), 3);
         assert!(b.columns[0].key);
         assert_eq!(b.columns[2].ty, ColumnType::Float64);
-        assert_eq!(b.rows[0].cells[2], None);
+        assert_eq!(b.rows[0].cell(2), None);
+    }
+
+    #[test]
+    fn composite_keys_anywhere_in_the_row_find_their_earlier_change() {
+        let mut b = TableBatch::new("t".into(), Mode::Upsert, DeleteMode::Hard, DialectKind::Postgres);
+        let column = |name: &str, ty: ColumnType, key: bool| Column {
+            name: name.into(),
+            ty,
+            key,
+        };
+        b.use_columns(
+            &[
+                column("a", ColumnType::Text, false),
+                column("k1", ColumnType::Int64, true),
+                column("b", ColumnType::Text, false),
+                column("k2", ColumnType::Text, true),
+            ],
+            true,
+        );
+        let changes = [
+            (r#"{"a":"1","k1":1,"b":"x","k2":"p"}"#, 1),
+            (r#"{"a":"2","k1":1,"b":"y","k2":"q"}"#, 2),
+            (r#"{"a":"3","k1":2,"b":"z","k2":"p"}"#, 3),
+            (r#"{"a":"4","k1":1,"b":"w","k2":"p"}"#, 3),
+            (r#"{"a":"5","k1":1,"k2":"pp"}"#, 4),
+        ];
+        for (offset, (after, rows)) in changes.iter().enumerate() {
+            let value = format!(r#"{{"after":{after},"op":"u"}}"#);
+            b.add(origin(offset as i64), value.as_bytes(), 0, &[]).unwrap();
+            assert_eq!(b.rows.len(), *rows, "after {after}");
+        }
+        assert_eq!(b.rows[0].cell(0), Some(CellRef::Text("4")));
+        assert_eq!(b.rows[0].cell(2), Some(CellRef::Text("w")));
+        assert_eq!(b.rows[3].cell(2), None, "a new key merges nothing");
+    }
+
+    #[test]
+    fn rows_encode_every_kind_of_cell() {
+        let long = "é".repeat(200);
+        let cells = [
+            None,
+            Some(Cell::Null),
+            Some(Cell::Bool(true)),
+            Some(Cell::Bool(false)),
+            Some(Cell::Int(i64::MIN)),
+            Some(Cell::Float(-0.5)),
+            Some(Cell::Text(String::new())),
+            Some(Cell::Text(long.clone())),
+            Some(Cell::Bytes(vec![0, 0x80, 0xff])),
+            None,
+        ];
+        let row = Row::new(&cells, false, origin(0));
+        let back: Vec<Option<Cell>> = row.cells().map(|c| c.map(CellRef::to_cell)).collect();
+        assert_eq!(back, cells);
+        assert_eq!(row.cell(7), Some(CellRef::Text(&long)));
+        assert_eq!(row.cell(10), None, "a column added after the row is kept");
+        assert!(row.memory() > long.len());
     }
 }

@@ -71,9 +71,11 @@ pub struct SqlSinkConfig {
     pub offsets_table: String,
     /// Rows per staging chunk (a `COPY` stream, a multi-row `INSERT`).
     pub batch_rows: usize,
-    /// Rows buffered before they are applied (in the background, inside the open
-    /// transaction) without waiting for the flush.
-    pub apply_rows: usize,
+    /// What the changes gathered for the next commit and those of the commit under way
+    /// may take in memory together, in bytes.
+    pub memory_budget: usize,
+    /// How long changes gather under a backlog before a commit begins.
+    pub commit_interval: Duration,
     pub connect_timeout: Duration,
 }
 
@@ -108,7 +110,8 @@ impl SqlSinkConfig {
             on_dropped_column: DroppedColumnPolicy::Keep,
             offsets_table: "plexus_offsets".to_owned(),
             batch_rows: 10_000,
-            apply_rows: 20_000,
+            memory_budget: 64 << 20,
+            commit_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
         })
     }
@@ -188,12 +191,17 @@ impl SqlSinkConfig {
                 .filter(|n| *n > 0)
                 .ok_or_else(|| invalid("batch_rows", "must be a whole number above 0"))?;
         }
-        if settings.get("apply_rows").is_some() {
-            config.apply_rows = settings
-                .integer("apply_rows")
+        if settings.get("memory_budget").is_some() {
+            config.memory_budget = settings
+                .size("memory_budget")
                 .and_then(|n| usize::try_from(n).ok())
                 .filter(|n| *n > 0)
-                .ok_or_else(|| invalid("apply_rows", "must be a whole number above 0"))?;
+                .ok_or_else(|| invalid("memory_budget", "must be a size above 0, like \"64MiB\""))?;
+        }
+        if settings.get("commit_interval").is_some() {
+            config.commit_interval = settings
+                .duration("commit_interval")
+                .ok_or_else(|| invalid("commit_interval", "must be a duration, like \"1s\""))?;
         }
         if settings.get("connect_timeout").is_some() {
             config.connect_timeout = settings
@@ -339,12 +347,19 @@ pub(crate) fn fields() -> Vec<FieldSpec> {
         FieldSpec::new("batch_rows", FieldKind::integer_between(Some(1), None))
             .with_default(10_000)
             .doc("Rows per staging chunk: one `COPY` stream (PostgreSQL) or multi-row `INSERT` (MySQL, SQLite)."),
-        FieldSpec::new("apply_rows", FieldKind::integer_between(Some(1), None))
-            .with_default(20_000)
+        FieldSpec::new("memory_budget", FieldKind::Size)
+            .with_default(plexus_config::ByteSize::mib(64))
             .doc(
-                "Rows (after deduplication) buffered before they are applied, inside the transaction the next flush \
-                 commits, while more records are decoded (PostgreSQL, SQLite; MySQL applies at the flush, after \
-                 any DDL, which MySQL commits).",
+                "What the changes gathered for the next commit and those of the commit under way may take in memory \
+                 together. Changes gather (merged by key) while a commit runs, so under a backlog each commit takes \
+                 more of them; a gathering batch that reaches half of this waits for the commit under way.",
+            ),
+        FieldSpec::new("commit_interval", FieldKind::Duration)
+            .with_default(plexus_config::Duration::from_secs(1))
+            .doc(
+                "While records are left unread (a backlog), how long changes gather (merged by key) before a commit \
+                 begins: longer means larger commits, and a key changed many times costs the target one row. A \
+                 sink that keeps up commits every second and as soon as it catches up, whatever this is.",
             ),
         FieldSpec::new("connect_timeout", FieldKind::Duration)
             .with_default(plexus_config::Duration::from_secs(10))

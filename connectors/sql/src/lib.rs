@@ -22,12 +22,14 @@
 //! `write` decodes each change event (`connectors/datagen/ENVELOPE.md`) with the
 //! columns of the schema its `plexus.schema` header names (or columns inferred from
 //! JSON when it names none) into the row of its target table, keeping only the last
-//! change per key (`batch.rs`). Missing tables and columns are created first (`apply.rs`);
-//! then the rows are staged and applied with set-based statements ([`dialect`]) inside
-//! one open transaction: in the background once `apply_rows` rows wait (PostgreSQL,
-//! SQLite: decoding goes on meanwhile), the rest in `flush`, which also stores the
-//! offsets ([`offsets`]) and commits. MySQL commits around DDL, so there everything is
-//! applied in `flush`, after the DDL.
+//! change per key (`batch.rs`). A commit takes everything gathered: missing tables and
+//! columns are created first (`apply.rs`), then one transaction stages and applies the
+//! rows with set-based statements ([`dialect`]) and stores the offsets after them
+//! ([`offsets`]). Commits run in the background, one at a time, while the next changes
+//! gather and merge by key (`sink.rs`): under a backlog each commit takes everything
+//! decoded while the one before ran, so a key changed many times costs one row; a flush
+//! while the task is caught up commits before it returns. `memory_budget` bounds what
+//! is gathered.
 //!
 //! A record that cannot be converted goes to the dead letters from `write`. When the
 //! target refuses a set-based statement for a row's data (a constraint, a value out of

@@ -1,25 +1,39 @@
-//! The running `sql` sink: records decoded and deduplicated in `write`, applied inside
-//! one open transaction (in the background while more records are decoded, once
-//! `apply_rows` rows wait), and committed with their offsets in `flush`.
+//! The running `sql` sink: records decoded and deduplicated by key in `write`, and
+//! committed with their offsets, one transaction per batch, in the background.
+//!
+//! One commit runs at a time, beside the decoding of the next batch. While records are
+//! left unread (a backlog), changes gather and merge by key for `commit_interval` (or
+//! until half of `memory_budget` is used) before a commit begins, so that a key changed
+//! many times costs the target one row, and the target works on large batches: the
+//! time of a commit grows with the keys it changes, not with the records read. A flush
+//! while the task is caught up with its topics commits everything before it returns,
+//! so a sink that keeps up commits at every flush (every second, and as soon as it
+//! catches up). A batch that reaches half of `memory_budget` waits for the commit under
+//! way and is committed next.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use plexus_connector::{ConnectorError, SCHEMA_HEADER, Sink, SinkContext, SinkOffsets, SinkRecord, async_trait};
+use plexus_connector::{
+    ConnectorError, SCHEMA_HEADER, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition, async_trait,
+};
 use tokio::task::JoinHandle;
 
-use crate::apply::{Chunk, apply_chunks, dead_letter, prepare_table};
+use crate::apply::{Chunk, apply_chunks, dead_letter_record, prepare_table};
 use crate::batch::{Origin, TableBatch, key_fields};
-use crate::config::{DialectKind, SqlSinkConfig};
+use crate::config::{Mode, SqlSinkConfig};
 use crate::dialect::{CatalogColumn, TableName, Target};
 use crate::error::SqlError;
 use crate::offsets;
 use crate::schema::{Column, columns_from_document};
 
-/// The connection, idle or lent to a background apply.
+/// The connection: idle, or lent to the commit under way, which gives it back with
+/// the offsets it stored.
 enum Link {
     Idle(Target),
-    Busy(JoinHandle<(Target, Result<u64, ConnectorError>)>),
+    Busy(JoinHandle<(Target, Result<SinkOffsets, ConnectorError>)>),
     Closed,
 }
 
@@ -28,15 +42,15 @@ pub struct SqlSink {
     config: SqlSinkConfig,
     connector: String,
     link: Link,
-    /// A transaction is open: rows were applied since the last commit.
-    in_transaction: bool,
     offsets_table: TableName,
-    /// What the target holds: records before these offsets were applied.
+    /// What the target holds: records before these offsets were committed.
     stored: SinkOffsets,
     /// Registered schemas by id: the columns, or why they cannot be used.
     schemas: HashMap<String, Result<Arc<Vec<Column>>, String>>,
-    /// Changes not applied yet, by target table.
+    /// Changes gathered since the last commit began, by target table.
     batches: BTreeMap<String, TableBatch>,
+    /// When the first of the gathered changes was taken.
+    gathering_since: Option<Instant>,
     /// The schema each batch last took its columns from.
     batch_schema: HashMap<String, String>,
     /// The target table of each topic.
@@ -44,8 +58,10 @@ pub struct SqlSink {
     /// The target's columns of each table written, read once and after every change.
     catalog: HashMap<TableName, Vec<CatalogColumn>>,
     /// The offset after the last record taken, per topic-partition: a record before it
-    /// is a redelivery and is dropped.
+    /// is a redelivery and is dropped. What a commit begun now stores.
     taken: HashMap<(Arc<str>, u32), i64>,
+    /// The context `start` was given, for the commit in `stop`.
+    ctx: Option<SinkContext>,
 }
 
 impl std::fmt::Debug for SqlSink {
@@ -58,6 +74,16 @@ impl std::fmt::Debug for SqlSink {
     }
 }
 
+impl Drop for SqlSink {
+    /// A commit under way is abandoned with its connection (the server rolls it back),
+    /// so that it cannot land after a new task has read the stored offsets.
+    fn drop(&mut self) {
+        if let Link::Busy(handle) = &self.link {
+            handle.abort();
+        }
+    }
+}
+
 impl SqlSink {
     pub fn new(config: SqlSinkConfig) -> SqlSink {
         SqlSink {
@@ -65,14 +91,15 @@ impl SqlSink {
             config,
             connector: String::new(),
             link: Link::Closed,
-            in_transaction: false,
             stored: SinkOffsets::new(),
             schemas: HashMap::new(),
             batches: BTreeMap::new(),
+            gathering_since: None,
             batch_schema: HashMap::new(),
             tables: HashMap::new(),
             catalog: HashMap::new(),
             taken: HashMap::new(),
+            ctx: None,
         }
     }
 
@@ -95,54 +122,86 @@ impl SqlSink {
         Ok(found)
     }
 
-    /// The connection, once a background apply has given it back (its error, if any,
-    /// is returned and the connection dropped: the server rolls the transaction back).
-    async fn idle(&mut self) -> Result<&mut Target, ConnectorError> {
-        if let Link::Busy(_) = self.link {
-            let Link::Busy(handle) = std::mem::replace(&mut self.link, Link::Closed) else {
-                unreachable!("checked above");
-            };
-            match handle.await {
-                Ok((target, Ok(_dead))) => self.link = Link::Idle(target),
-                Ok((_, Err(e))) => return Err(e),
-                Err(e) => return Err(ConnectorError::fatal(format!("a background apply panicked: {e}"))),
-            }
+    /// Ends the commit under way, if any: waiting for it (`wait`), or only if it has
+    /// ended. Returns whether one ended; its error, if any, is returned and the
+    /// connection dropped (the server rolled the transaction back).
+    async fn reap(&mut self, wait: bool) -> Result<bool, ConnectorError> {
+        let Link::Busy(handle) = &self.link else {
+            return Ok(false);
+        };
+        if !wait && !handle.is_finished() {
+            return Ok(false);
         }
-        match &mut self.link {
-            Link::Idle(target) => Ok(target),
-            _ => Err(ConnectorError::retriable(
-                "the sql sink is not connected (start was not called, or the connection was lost)",
-            )),
+        let Link::Busy(handle) = std::mem::replace(&mut self.link, Link::Closed) else {
+            return Ok(false);
+        };
+        match handle.await {
+            Ok((target, Ok(committed))) => {
+                self.stored.extend(committed);
+                self.link = Link::Idle(target);
+                Ok(true)
+            }
+            Ok((_, Err(e))) => {
+                // The catalog may have changed under a failed statement.
+                self.catalog.clear();
+                Err(e)
+            }
+            Err(e) => Err(ConnectorError::fatal(format!("a commit to the target panicked: {e}"))),
         }
     }
 
-    /// Prepares the tables of the buffered rows (DDL), opens the transaction if needed,
-    /// and takes the rows out of the buffer.
-    async fn take_chunks(&mut self) -> Result<Vec<Chunk>, ConnectorError> {
-        let config = self.config.clone();
+    /// Whether the gathered changes fill their half of the memory budget.
+    fn full(&self) -> bool {
+        self.batches.values().map(TableBatch::memory).sum::<usize>() >= self.config.memory_budget / 2
+    }
+
+    /// Whether the gathered changes have gathered long enough, under a backlog.
+    fn ripe(&self) -> bool {
+        self.full()
+            || self
+                .gathering_since
+                .is_some_and(|since| since.elapsed() >= self.config.commit_interval)
+    }
+
+    /// The offsets after every record taken.
+    fn taken_offsets(&self) -> SinkOffsets {
+        self.taken
+            .iter()
+            .map(|((topic, partition), &next)| {
+                (
+                    TopicPartition {
+                        topic: topic.to_string(),
+                        partition: *partition,
+                    },
+                    next,
+                )
+            })
+            .collect()
+    }
+
+    /// Begins committing the gathered changes with `offsets` in the background: the
+    /// tables are prepared (DDL) first, here. Nothing to commit leaves the link idle.
+    async fn begin_commit(&mut self, ctx: &SinkContext, offsets: &SinkOffsets) -> Result<(), ConnectorError> {
+        self.reap(true).await?;
+        let changed = offsets::advanced(&self.stored, offsets);
         let pending: Vec<(TableName, Vec<Column>, bool)> = self
             .batches
             .values()
             .filter(|b| !b.is_empty() && !b.columns.is_empty())
             .map(|b| (TableName::parse(&b.table), b.columns.clone(), b.declared))
             .collect();
-        if pending.is_empty() {
-            return Ok(Vec::new());
+        if pending.is_empty() && changed.is_empty() {
+            return Ok(());
         }
-        self.idle().await?;
         let Link::Idle(target) = &mut self.link else {
-            return Err(ConnectorError::retriable("the sql sink lost its connection"));
+            return Err(ConnectorError::retriable(
+                "the sql sink is not connected (start was not called, or the connection was lost)",
+            ));
         };
         for (table, columns, declared) in &pending {
-            prepare_table(target, &mut self.catalog, &config, table, columns, *declared).await?;
+            prepare_table(target, &mut self.catalog, &self.config, table, columns, *declared).await?;
         }
-        if !self.in_transaction {
-            target
-                .begin()
-                .await
-                .map_err(|e| SqlError::from_sqlx("begin a transaction", e))?;
-            self.in_transaction = true;
-        }
+        self.gathering_since = None;
         let mut chunks = Vec::new();
         for batch in self.batches.values_mut() {
             if batch.is_empty() || batch.columns.is_empty() {
@@ -156,63 +215,66 @@ impl SqlSink {
                 truncate,
             });
         }
-        Ok(chunks)
-    }
-
-    /// Applies what is buffered in the background, inside the open transaction, while
-    /// `write` decodes more. MySQL commits around DDL, so there everything is applied
-    /// in `flush`, after the DDL.
-    async fn apply_in_background(&mut self, ctx: &SinkContext) -> Result<(), ConnectorError> {
-        if self.config.dialect == DialectKind::MySql {
-            return Ok(());
-        }
-        let buffered: usize = self.batches.values().map(|b| b.rows.len()).sum();
-        if buffered < self.config.apply_rows {
-            return Ok(());
-        }
-        let chunks = self.take_chunks().await?;
         let Link::Idle(mut target) = std::mem::replace(&mut self.link, Link::Closed) else {
             return Err(ConnectorError::retriable("the sql sink lost its connection"));
         };
         let ctx = ctx.clone();
-        let (mode, batch_rows) = (self.config.mode, self.config.batch_rows);
+        let commit = Commit {
+            chunks,
+            mode: self.config.mode,
+            batch_rows: self.config.batch_rows,
+            offsets_table: self.offsets_table.clone(),
+            connector: self.connector.clone(),
+            offsets: changed,
+        };
         self.link = Link::Busy(tokio::spawn(async move {
-            let result = apply_chunks(&mut target, &ctx, &chunks, mode, batch_rows).await;
+            let result = commit.run(&mut target, &ctx).await;
+            if result.is_err() {
+                let _ = target.execute("ROLLBACK").await;
+                target.rolled_back();
+            }
             (target, result)
         }));
         Ok(())
     }
+}
 
-    async fn flush_inner(&mut self, ctx: &SinkContext, offsets: &SinkOffsets) -> Result<(), ConnectorError> {
-        let chunks = self.take_chunks().await?;
-        let changed = offsets::advanced(&self.stored, offsets);
-        let (mode, batch_rows) = (self.config.mode, self.config.batch_rows);
-        let in_transaction = self.in_transaction;
-        let target = self.idle().await?;
-        if !in_transaction {
-            target
-                .begin()
-                .await
-                .map_err(|e| SqlError::from_sqlx("begin a transaction", e))?;
-        }
-        self.in_transaction = true;
-        let Link::Idle(target) = &mut self.link else {
-            return Err(ConnectorError::retriable("the sql sink lost its connection"));
-        };
-        apply_chunks(target, ctx, &chunks, mode, batch_rows).await?;
+/// One commit: the gathered rows, then the offsets after them, in one transaction.
+struct Commit {
+    chunks: Vec<Chunk>,
+    mode: Mode,
+    batch_rows: usize,
+    offsets_table: TableName,
+    connector: String,
+    offsets: SinkOffsets,
+}
+
+impl Commit {
+    /// Returns the offsets stored.
+    async fn run(self, target: &mut Target, ctx: &SinkContext) -> Result<SinkOffsets, ConnectorError> {
+        let started = std::time::Instant::now();
+        let rows: usize = self.chunks.iter().map(|c| c.rows.len()).sum();
         target
-            .write_offsets(&self.offsets_table, &self.connector, &changed)
+            .begin()
+            .await
+            .map_err(|e| SqlError::from_sqlx("begin a transaction", e))?;
+        apply_chunks(target, ctx, &self.chunks, self.mode, self.batch_rows).await?;
+        // The rows go before the offsets are stored: free them first.
+        drop(self.chunks);
+        target
+            .write_offsets(&self.offsets_table, &self.connector, &self.offsets)
             .await
             .map_err(|e| SqlError::from_sqlx(format!("store offsets in `{}`", self.offsets_table), e))?;
         target
             .execute("COMMIT")
             .await
             .map_err(|e| SqlError::from_sqlx("commit", e))?;
-        self.in_transaction = false;
-        for (tp, next) in changed {
-            self.stored.insert(tp, next);
-        }
-        Ok(())
+        tracing::debug!(
+            rows,
+            millis = started.elapsed().as_millis() as u64,
+            "Committed a batch."
+        );
+        Ok(self.offsets)
     }
 }
 
@@ -220,6 +282,7 @@ impl SqlSink {
 impl Sink for SqlSink {
     async fn start(&mut self, ctx: &SinkContext) -> Result<Option<SinkOffsets>, ConnectorError> {
         self.connector = ctx.name().to_owned();
+        self.ctx = Some(ctx.clone());
         let mut target = Target::connect(&self.config).await?;
         let stored = target
             .read_offsets(&self.offsets_table, &self.connector)
@@ -245,7 +308,7 @@ impl Sink for SqlSink {
                 continue;
             }
             *taken = record.offset + 1;
-            let Some(value) = record.value.clone() else {
+            let Some(value) = &record.value else {
                 // A tombstone: the delete before it did the work.
                 continue;
             };
@@ -256,13 +319,6 @@ impl Sink for SqlSink {
                     self.tables.insert(Arc::clone(&record.topic), table.clone());
                     table
                 }
-            };
-            let origin = Origin {
-                topic: Arc::clone(&record.topic),
-                partition: record.partition,
-                offset: record.offset,
-                key: record.key.clone(),
-                payload: Some(value.clone()),
             };
             let schema_id = record
                 .headers
@@ -275,7 +331,7 @@ impl Sink for SqlSink {
                     match self.schema(ctx, id).await? {
                         Ok(columns) => Some((columns, id.to_owned())),
                         Err(reason) => {
-                            dead_letter(ctx, &origin, &reason)?;
+                            dead_letter_record(ctx, &record, &reason)?;
                             continue;
                         }
                     }
@@ -295,35 +351,66 @@ impl Sink for SqlSink {
             } else {
                 key_fields(record.key.as_deref())
             };
-            if let Err(reason) = batch.add(origin.clone(), &value, record.timestamp, &keys) {
-                dead_letter(ctx, &origin, &format!("table `{table}`: {reason}"))?;
+            let origin = Origin {
+                topic: Arc::clone(&record.topic),
+                partition: record.partition,
+                offset: record.offset,
+            };
+            match batch.add(origin, value, record.timestamp, &keys) {
+                Ok(()) => {
+                    self.gathering_since.get_or_insert_with(Instant::now);
+                }
+                Err(reason) => dead_letter_record(ctx, &record, &format!("table `{table}`: {reason}"))?,
             }
         }
-        self.apply_in_background(ctx).await
+        // A full batch waits for the commit under way; under a backlog, a ripe one
+        // follows as soon as the target is free.
+        if self.full() {
+            self.begin_commit(ctx, &self.taken_offsets()).await?;
+        } else if ctx.metrics().sink_unread.load(Ordering::Relaxed) > 0 && self.ripe() {
+            self.reap(false).await?;
+            if matches!(self.link, Link::Idle(_)) {
+                self.begin_commit(ctx, &self.taken_offsets()).await?;
+            }
+        }
+        Ok(())
     }
 
+    /// Commits everything when the task is caught up with its topics (or cannot tell);
+    /// under a backlog, begins a commit if the changes are ripe and none is under way,
+    /// and returns.
     async fn flush(&mut self, ctx: &SinkContext, offsets: &SinkOffsets) -> Result<(), ConnectorError> {
-        let result = self.flush_inner(ctx, offsets).await;
-        if let Err(e) = &result {
-            if let Link::Idle(target) = &mut self.link {
-                let _ = target.execute("ROLLBACK").await;
-                target.rolled_back();
-            }
-            self.in_transaction = false;
-            // The catalog may have changed under a failed statement.
-            self.catalog.clear();
-            if e.is_retriable() {
-                self.link = Link::Closed;
-            }
+        for (tp, &next) in offsets {
+            let taken = self
+                .taken
+                .entry((Arc::from(tp.topic.as_str()), tp.partition))
+                .or_insert(next);
+            *taken = (*taken).max(next);
         }
-        result
+        let behind = ctx.metrics().sink_unread.load(Ordering::Relaxed) > 0;
+        if behind {
+            self.reap(false).await?;
+            if matches!(self.link, Link::Idle(_)) && self.ripe() {
+                self.begin_commit(ctx, &self.taken_offsets()).await?;
+            }
+            return Ok(());
+        }
+        self.begin_commit(ctx, &self.taken_offsets()).await?;
+        self.reap(true).await?;
+        Ok(())
     }
 
+    fn durable_offsets(&self) -> Option<SinkOffsets> {
+        Some(self.stored.clone())
+    }
+
+    /// Commits what is still gathered (a stop is graceful).
     async fn stop(&mut self) -> Result<(), ConnectorError> {
-        // Anything applied since the last flush is rolled back with the connection.
-        if let Link::Busy(handle) = std::mem::replace(&mut self.link, Link::Closed) {
-            handle.abort();
-        }
+        let Some(ctx) = self.ctx.clone() else {
+            return Ok(());
+        };
+        self.begin_commit(&ctx, &self.taken_offsets()).await?;
+        self.reap(true).await?;
         Ok(())
     }
 }

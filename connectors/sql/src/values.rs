@@ -31,31 +31,82 @@ impl Cell {
             _ => 8,
         }
     }
+}
 
-    /// Appends a key-identity encoding (for deduplication by key).
-    pub fn push_identity(&self, out: &mut Vec<u8>) {
+/// A cell as a buffered row keeps it: borrowed from the row's encoded bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CellRef<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl Cell {
+    pub fn as_cell_ref(&self) -> CellRef<'_> {
         match self {
-            Cell::Null => out.push(0),
-            Cell::Bool(b) => out.extend_from_slice(&[1, u8::from(*b)]),
-            Cell::Int(i) => {
-                out.push(2);
-                out.extend_from_slice(&i.to_be_bytes());
-            }
-            Cell::Float(f) => {
-                out.push(3);
-                out.extend_from_slice(&f.to_bits().to_be_bytes());
-            }
-            Cell::Text(t) => {
-                out.push(4);
-                out.extend_from_slice(&(t.len() as u64).to_be_bytes());
-                out.extend_from_slice(t.as_bytes());
-            }
-            Cell::Bytes(b) => {
-                out.push(5);
-                out.extend_from_slice(&(b.len() as u64).to_be_bytes());
-                out.extend_from_slice(b);
-            }
+            Cell::Null => CellRef::Null,
+            Cell::Bool(b) => CellRef::Bool(*b),
+            Cell::Int(n) => CellRef::Int(*n),
+            Cell::Float(f) => CellRef::Float(*f),
+            Cell::Text(t) => CellRef::Text(t),
+            Cell::Bytes(b) => CellRef::Bytes(b),
         }
+    }
+}
+
+impl CellRef<'_> {
+    pub fn to_cell(self) -> Cell {
+        match self {
+            CellRef::Null => Cell::Null,
+            CellRef::Bool(b) => Cell::Bool(b),
+            CellRef::Int(n) => Cell::Int(n),
+            CellRef::Float(f) => Cell::Float(f),
+            CellRef::Text(t) => Cell::Text(t.to_owned()),
+            CellRef::Bytes(b) => Cell::Bytes(b.to_vec()),
+        }
+    }
+
+    /// Roughly how many bytes it takes on the wire.
+    pub fn size(self) -> usize {
+        match self {
+            CellRef::Text(t) => t.len() + 4,
+            CellRef::Bytes(b) => b.len() + 4,
+            _ => 8,
+        }
+    }
+}
+
+/// Like [`to_cell`], taking the value: a string stored as it is moves into the cell
+/// instead of being copied.
+pub fn into_cell(ty: &ColumnType, value: Value, dialect: DialectKind) -> Result<Cell, String> {
+    match value {
+        Value::String(s) if stored_as_is(ty, &s, dialect) => Ok(Cell::Text(s)),
+        other => to_cell(ty, &other, dialect),
+    }
+}
+
+/// Whether [`to_cell`] stores the string `s` unchanged, as text.
+fn stored_as_is(ty: &ColumnType, s: &str, dialect: DialectKind) -> bool {
+    match ty {
+        ColumnType::Json
+        | ColumnType::Jsonb
+        | ColumnType::Text
+        | ColumnType::Char(_)
+        | ColumnType::Uuid
+        | ColumnType::Time
+        | ColumnType::TimeTz
+        | ColumnType::Interval
+        | ColumnType::Other(_) => true,
+        ColumnType::Decimal { .. } | ColumnType::Numeric => is_decimal(s),
+        ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz => match dialect {
+            DialectKind::Sqlite => true,
+            DialectKind::Postgres => !s.starts_with(['-', '+']),
+            DialectKind::MySql => false,
+        },
+        _ => false,
     }
 }
 
@@ -259,6 +310,61 @@ fn short(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn taking_a_value_converts_it_as_borrowing_does() {
+        let types = [
+            ColumnType::Bool,
+            ColumnType::Int32,
+            ColumnType::Float64,
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 2,
+            },
+            ColumnType::Numeric,
+            ColumnType::Text,
+            ColumnType::Char(3),
+            ColumnType::Bytes,
+            ColumnType::Uuid,
+            ColumnType::Json,
+            ColumnType::Jsonb,
+            ColumnType::Date,
+            ColumnType::Time,
+            ColumnType::TimeTz,
+            ColumnType::Timestamp,
+            ColumnType::TimestampTz,
+            ColumnType::Interval,
+            ColumnType::Array(Box::new(ColumnType::Int32)),
+            ColumnType::Other("inet".into()),
+        ];
+        let values = [
+            json!(null),
+            json!(true),
+            json!(7),
+            json!(1.5),
+            json!("12.50"),
+            json!("NaN"),
+            json!("text"),
+            json!("AAEC"),
+            json!("2026-01-01T00:00:00Z"),
+            json!("-0043-03-15"),
+            json!("+12345-01-01"),
+            json!("{\"a\":1}"),
+            json!([1, 2]),
+            json!({"a": 1}),
+        ];
+        for dialect in [DialectKind::Postgres, DialectKind::MySql, DialectKind::Sqlite] {
+            for ty in &types {
+                for value in &values {
+                    assert_eq!(
+                        into_cell(ty, value.clone(), dialect),
+                        to_cell(ty, value, dialect),
+                        "{ty:?} {value} {dialect:?}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn postgres_arrays_and_years() {

@@ -23,8 +23,17 @@ impl Rng {
 }
 
 async fn random_workload(db: &TestDb, seed: u64) {
-    // Small chunks and background applies (every 300 rows) between the flushes.
-    let mut h = Harness::new(db, "model", &[("batch_rows", 700.into()), ("apply_rows", 300.into())]);
+    // Small chunks, and batches of at most 8 KiB: full batches are committed from
+    // `write`, in the background, and so are flushes while the harness says records
+    // are left unread.
+    let mut h = Harness::new(
+        db,
+        "model",
+        &[
+            ("batch_rows", 700.into()),
+            ("memory_budget", plexus_config::ByteSize(16 << 10).into()),
+        ],
+    );
     let columns = &[("id", "bigint"), ("qty", "integer"), ("note", "text")];
     h.register("m.1", &schema_doc("m.1", columns));
     h.start().await.unwrap();
@@ -57,9 +66,11 @@ async fn random_workload(db: &TestDb, seed: u64) {
             h.write().await.unwrap();
         }
         if rng.next(1_000) == 0 {
+            h.set_behind(rng.next(3) > 0);
             h.commit().await.unwrap();
         }
     }
+    h.set_behind(false);
     h.commit().await.unwrap();
     let want: Vec<String> = model
         .iter()

@@ -69,15 +69,17 @@ macro_rules! parameter_apply {
             for chunk in super::chunks(&group.rows, &staged, batch_rows) {
                 let sql = super::multi_row_sql($dialect, group, chunk.len());
                 let mut args = <$arguments>::default();
+                let mut cells = Vec::new();
                 for row in chunk {
+                    group.cells_into(row, &mut cells);
                     for &c in &staged {
-                        let added = match group.cell(row, c) {
-                            crate::values::Cell::Null => args.add(None::<String>),
-                            crate::values::Cell::Bool(b) => args.add(*b),
-                            crate::values::Cell::Int(n) => args.add(*n),
-                            crate::values::Cell::Float(f) => args.add(*f),
-                            crate::values::Cell::Text(t) => args.add(t.as_str()),
-                            crate::values::Cell::Bytes(b) => args.add(b.as_slice()),
+                        let added = match cells[c] {
+                            crate::values::CellRef::Null => args.add(None::<String>),
+                            crate::values::CellRef::Bool(b) => args.add(b),
+                            crate::values::CellRef::Int(n) => args.add(n),
+                            crate::values::CellRef::Float(f) => args.add(f),
+                            crate::values::CellRef::Text(t) => args.add(t),
+                            crate::values::CellRef::Bytes(b) => args.add(b),
                         };
                         added.map_err(sqlx::Error::Encode)?;
                     }
@@ -101,7 +103,7 @@ use crate::batch::Row;
 use crate::config::{DialectKind, SqlSinkConfig};
 use crate::error::SqlError;
 use crate::schema::Column;
-use crate::values::Cell;
+use crate::values::CellRef;
 
 /// A table in the target: `orders`, or `analytics.orders` (a PostgreSQL schema, a MySQL
 /// database, an attached SQLite database).
@@ -184,10 +186,11 @@ pub struct Group<'a> {
 }
 
 impl Group<'_> {
-    /// A row's cell for column `i`, with a not-provided value staged as NULL.
-    pub fn cell<'r>(&self, row: &'r Row, i: usize) -> &'r Cell {
-        static NULL: Cell = Cell::Null;
-        row.cells.get(i).and_then(Option::as_ref).unwrap_or(&NULL)
+    /// A row's cells by column into `out`, with a not-provided value staged as NULL.
+    pub fn cells_into<'r>(&self, row: &'r Row, out: &mut Vec<CellRef<'r>>) {
+        out.clear();
+        out.extend(row.cells().map(|c| c.unwrap_or(CellRef::Null)));
+        out.resize(self.columns.len().max(out.len()), CellRef::Null);
     }
 
     /// The columns staged: all for upserts and appends, the key for deletes.
@@ -363,9 +366,11 @@ pub(crate) fn chunks<'a>(rows: &'a [&'a Row], staged: &[usize], batch_rows: usiz
     let mut start = 0;
     let mut bytes = 0;
     for (i, row) in rows.iter().enumerate() {
-        bytes += staged
-            .iter()
-            .map(|&c| row.cells.get(c).and_then(Option::as_ref).map_or(1, Cell::size))
+        bytes += row
+            .cells()
+            .enumerate()
+            .filter(|(c, _)| staged.contains(c))
+            .map(|(_, cell)| cell.map_or(1, CellRef::size))
             .sum::<usize>();
         if i + 1 - start >= limit || bytes >= 4 << 20 {
             out.push(&rows[start..=i]);

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use plexus_config::{Secret, Settings, Value as SettingValue};
 use plexus_connector::{
-    CollectDeadLetters, ConnectorError, ConnectorFactory, Header, MemorySchemas, SCHEMA_HEADER, Sink, SinkContext,
-    SinkOffsets, SinkRecord, TaskMetrics, TopicPartition,
+    CollectDeadLetters, ConnectorError, ConnectorFactory, Header, MemoryRecords, MemorySchemas, SCHEMA_HEADER, Sink,
+    SinkContext, SinkOffsets, SinkRecord, TaskMetrics, TopicPartition,
 };
 use plexus_connector_sql::SqlSinkFactory;
 use plexus_tests::{TempMariaDb, TempPostgres};
@@ -159,6 +159,8 @@ pub struct Harness {
     pub ctx: SinkContext,
     pub dead: Arc<CollectDeadLetters>,
     pub schemas: Arc<MemorySchemas>,
+    /// Every record pushed, as the log would hold it (dead letters read them back).
+    pub records: Arc<MemoryRecords>,
     pub metrics: Arc<TaskMetrics>,
     /// The next offset per topic (one partition, 0).
     pub next: HashMap<String, i64>,
@@ -180,13 +182,17 @@ impl Harness {
         let sink = SqlSinkFactory.create_sink(settings)?;
         let dead = Arc::new(CollectDeadLetters::default());
         let schemas = Arc::new(MemorySchemas::default());
+        let records = Arc::new(MemoryRecords::default());
         let metrics = Arc::new(TaskMetrics::default());
-        let ctx = SinkContext::new(name, 0, Arc::clone(&metrics), dead.clone()).with_schemas(schemas.clone());
+        let ctx = SinkContext::new(name, 0, Arc::clone(&metrics), dead.clone())
+            .with_schemas(schemas.clone())
+            .with_records(records.clone());
         Ok(Harness {
             sink,
             ctx,
             dead,
             schemas,
+            records,
             metrics,
             next: HashMap::new(),
             pending: Vec::new(),
@@ -225,7 +231,16 @@ impl Harness {
                 .collect(),
         };
         *next += 1;
+        self.records.insert(record.clone());
         self.pending.push(record);
+    }
+
+    /// Tells the sink, as the runtime does after each read, whether records are left
+    /// unread: with a backlog, flushes commit in the background.
+    pub fn set_behind(&self, behind: bool) {
+        self.metrics
+            .sink_unread
+            .store(if behind { 1_000 } else { 0 }, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Writes the queued records (in one `write`).
