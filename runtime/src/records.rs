@@ -2,8 +2,10 @@
 //! origin of).
 
 use async_trait::async_trait;
+use std::sync::Arc;
+
 use plexus_connector::{ConnectorError, Header, Records, SinkRecord};
-use plexus_log::{Log, LogError};
+use plexus_log::{Log, LogError, StoredRecord};
 
 use crate::task::log_error;
 
@@ -42,27 +44,32 @@ impl Records for LogRecords {
         for record in fetch.records() {
             let record = record.map_err(|e| ConnectorError::fatal(format!("decode a record of `{topic}`: {e}")))?;
             if record.offset == offset {
-                return Ok(Some(SinkRecord {
-                    topic: topic.into(),
-                    partition,
-                    offset,
-                    timestamp: record.timestamp,
-                    key: record.key,
-                    value: record.value,
-                    headers: record
-                        .headers
-                        .into_iter()
-                        .map(|h| Header {
-                            key: h.key,
-                            value: h.value,
-                        })
-                        .collect(),
-                }));
+                return Ok(Some(sink_record(Arc::from(topic), partition, record)));
             }
             if record.offset > offset {
                 break;
             }
         }
         Ok(None)
+    }
+}
+
+/// A record read from the log, as sinks take it.
+pub(crate) fn sink_record(topic: Arc<str>, partition: u32, record: StoredRecord) -> SinkRecord {
+    SinkRecord {
+        topic,
+        partition,
+        offset: record.offset,
+        timestamp: record.timestamp,
+        key: record.key,
+        value: record.value,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|h| Header {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
     }
 }

@@ -14,10 +14,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plexus_connector::{ConnectorError, Header, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition};
+use plexus_connector::{ConnectorError, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition};
 use plexus_log::{LogError, Partition};
 
-use crate::records::LogRecords;
+use crate::records::{LogRecords, sink_record};
 use crate::schemas::LogSchemas;
 use crate::task::{TaskEnd, TaskEnv, log_error};
 
@@ -266,22 +266,7 @@ async fn read(
     let mut records = Vec::new();
     for record in fetch.records() {
         let record = record.map_err(|e| ConnectorError::fatal(format!("decode a record of `{topic}`: {e}")))?;
-        records.push(SinkRecord {
-            topic: Arc::clone(&topic),
-            partition: partition.id(),
-            offset: record.offset,
-            timestamp: record.timestamp,
-            key: record.key,
-            value: record.value,
-            headers: record
-                .headers
-                .into_iter()
-                .map(|h| Header {
-                    key: h.key,
-                    value: h.value,
-                })
-                .collect(),
-        });
+        records.push(sink_record(Arc::clone(&topic), partition.id(), record));
     }
     Ok(Fetched {
         records,
