@@ -46,6 +46,10 @@ pub struct SqlBenchArgs {
     /// Where the benchmark's log lives (emptied first, removed at the end).
     #[arg(long, default_value = "target/sql-bench")]
     dir: PathBuf,
+    /// Sink settings other than the defaults, to explore them: `commit_interval="500ms"`
+    /// (TOML, repeatable).
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
 }
 
 const TOPIC: &str = "bench.public.orders";
@@ -92,7 +96,7 @@ async fn bench(args: SqlBenchArgs) -> anyhow::Result<ExitCode> {
     let expected = generate(&data, args.events, args.keys).await?;
 
     eprintln!("sql-bench: applying with the sql sink");
-    let apply = apply(&data, &pg.url("bench"), args.events).await?;
+    let apply = apply(&data, &pg.url("bench"), args.events, &args.settings).await?;
     let stored = pg.psql(
         "bench",
         "SELECT next_offset FROM plexus_offsets WHERE connector = 'warehouse'",
@@ -255,11 +259,12 @@ async fn generate(data: &Path, events: u64, keys: u64) -> anyhow::Result<Expecte
 }
 
 /// Runs a worker with only the `sql` sink until it has applied `events` events.
-async fn apply(data: &Path, url: &str, events: u64) -> anyhow::Result<Duration> {
+async fn apply(data: &Path, url: &str, events: u64, settings: &[String]) -> anyhow::Result<Duration> {
     let text = format!(
         "[worker]\ndata_dir = \"{}\"\n\n[[connector]]\nname = \"warehouse\"\ntype = \"sql\"\ntopics = [\"{TOPIC}\"]\n\
-         [connector.settings]\nurl = \"{url}\"\ntable = \"{{table}}\"\n",
-        data.display()
+         [connector.settings]\nurl = \"{url}\"\ntable = \"{{table}}\"\n{}",
+        data.display(),
+        settings.iter().map(|s| format!("{s}\n")).collect::<String>()
     );
     let registry = Registry::builtin();
     let config = Config::load_str(&[(PathBuf::from("sql-bench.toml"), text)], &registry, &|_| None)
