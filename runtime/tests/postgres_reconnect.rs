@@ -178,7 +178,10 @@ fn spawn(config: &Path, stderr: &Path) -> Child {
 /// Waits (60 s at most) until the slot is acknowledged past the server's current WAL
 /// position: everything committed before now is in the log.
 fn wait_until_durable(pg: &TempPostgres, stderr: &Path) {
-    let now = pg.psql("postgres", "SELECT pg_current_wal_lsn()").unwrap();
+    // The insert position, not `pg_current_wal_lsn()` (the write position): with
+    // `synchronous_commit = off` the writer's last commit may not be written yet, and a
+    // slot confirmed past the write position need not have received it.
+    let now = pg.psql("postgres", "SELECT pg_current_wal_insert_lsn()").unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let durable = pg
