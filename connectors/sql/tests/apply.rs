@@ -422,7 +422,9 @@ async fn dead_letters(db: &TestDb) {
 /// single-column key's values as an array and stages a composite one.
 async fn deletes_by_key_kinds(db: &TestDb) {
     let mut h = Harness::new(db, "delete-keys", &[("table", "dk_{table}".into())]);
-    let tables: [(&str, &[(&str, &str, bool)], [Value; 4]); 3] = [
+    // (table, its columns as (name, type, key), the first column's four values)
+    type Columns = &'static [(&'static str, &'static str, bool)];
+    let tables: [(&str, Columns, [Value; 4]); 3] = [
         (
             "text",
             &[("code", "text", true), ("v", "integer", false)],
