@@ -131,6 +131,19 @@ impl Segment {
         Ok((segment, report))
     }
 
+    /// Opens the active segment of a partition that was closed cleanly, from the index
+    /// files the close wrote, if they match the file and the segment ends at `end`;
+    /// `None`: scan it instead.
+    pub fn open_closed_cleanly(dir: &Path, base_offset: i64, end: i64) -> Result<Option<Segment>> {
+        let path = log_path(dir, base_offset);
+        let file = open_rw(&path)?;
+        let size = file.metadata().ctx("stat", &path)?.len();
+        let created = file_created(&file);
+        Ok(Segment::from_index_files(dir, base_offset, &path, &file, size)?
+            .filter(|segment| segment.next_offset == end)
+            .map(|segment| Segment { created, ..segment }))
+    }
+
     /// Opens a sealed segment from its index files, scanning it only when they are
     /// missing or do not match the log file. `next_base` is the base offset of the
     /// segment after it.

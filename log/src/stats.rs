@@ -94,6 +94,9 @@ pub struct PartitionStats {
     /// and close (one observation per file); not the one-off syncs of recovery and
     /// compaction.
     pub fsync: LatencyHistogram,
+    /// Bytes of segments that opening the partition read batch by batch (0 after a
+    /// clean close: the indexes written at the close are trusted).
+    pub opened_scanned_bytes: AtomicU64,
 }
 
 impl PartitionStats {

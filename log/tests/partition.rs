@@ -784,3 +784,84 @@ async fn stats_count_appends_fetches_and_fsyncs_exactly() {
     assert_eq!(stats.fetched_bytes.load(Relaxed), (all.bytes() + second.bytes()) as u64);
     assert_eq!(stats.appended_records.load(Relaxed), 7, "reads append nothing");
 }
+
+/// A clean close leaves what the next open needs: nothing is scanned, and the partition
+/// goes on where it was (end, producer positions, reads, appends, offsets by time).
+/// That is used once: after more appends and a crash, the open scans and loses nothing;
+/// and a write after a clean close (the files no longer match what the close recorded)
+/// is scanned too.
+#[tokio::test]
+async fn a_cleanly_closed_partition_opens_without_scanning() {
+    let dir = tempfile::tempdir().unwrap();
+    let producer = ProducerId::from_name("cdc");
+    let config = TopicConfig {
+        segment_bytes: 1 << 20,
+        max_batch_bytes: 1 << 16,
+        index_interval_bytes: 256,
+        ..TopicConfig::default()
+    };
+    let append = |p: Arc<Partition>, lsn: u64| async move {
+        let mut batch = BatchBuilder::new(Compression::Lz4);
+        batch.push(lsn as i64, Some(b"k"), Some(format!("v{lsn}").as_bytes()), &[]);
+        p.append_with_position(&mut batch, producer, Position::from_u64(lsn))
+            .await
+            .unwrap()
+    };
+    let topic_dir = dir.path().join("topics/t/0");
+    let opened_scanned = |p: &Partition| {
+        p.stats()
+            .opened_scanned_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
+    let p = Arc::clone(log.create_topic("t", config).await.unwrap().partition(0).unwrap());
+    for lsn in 1..=40 {
+        append(Arc::clone(&p), lsn).await;
+    }
+    drop(p);
+    log.close().await.unwrap();
+
+    // Clean: nothing scanned, everything as before.
+    let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
+    let p = Arc::clone(log.topic("t").unwrap().partition(0).unwrap());
+    assert_eq!(opened_scanned(&p), 0);
+    assert_eq!(p.end_offset(), 40);
+    assert_eq!(p.producer_position(producer).unwrap().last_offset, 39);
+    assert!(matches!(
+        append(Arc::clone(&p), 40).await,
+        AppendOutcome::AlreadyWritten { .. }
+    ));
+    assert_eq!(p.offset_for_timestamp(20).await.unwrap(), Some(19));
+    let values: Vec<String> = read_all(&p, 0).await.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(values, (1..=40).map(|n| format!("v{n}")).collect::<Vec<_>>());
+    assert!(!topic_dir.join("clean-close").exists(), "the marker is used once");
+    for lsn in 41..=60 {
+        assert_eq!(append(Arc::clone(&p), lsn).await.base_offset(), Some(lsn as i64 - 1));
+    }
+    // A crash: the indexes written at the close no longer cover the segment.
+    drop(p);
+    drop(log);
+
+    let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
+    let p = Arc::clone(log.topic("t").unwrap().partition(0).unwrap());
+    assert!(opened_scanned(&p) > 0);
+    assert_eq!(p.end_offset(), 60);
+    assert_eq!(p.producer_position(producer).unwrap().last_offset, 59);
+    assert_eq!(read_all(&p, 0).await.len(), 60);
+    drop(p);
+    log.close().await.unwrap();
+
+    // Written to after the close (here, a torn batch): the size no longer matches, so
+    // the open scans and cuts the tail off.
+    let segment = topic_dir.join("00000000000000000000.log");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
+    std::io::Write::write_all(&mut file, &[0u8; 30]).unwrap();
+    drop(file);
+    let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
+    let p = Arc::clone(log.topic("t").unwrap().partition(0).unwrap());
+    assert!(opened_scanned(&p) > 0);
+    assert_eq!(p.end_offset(), 60);
+    assert_eq!(read_all(&p, 0).await.len(), 60);
+    assert_eq!(append(Arc::clone(&p), 61).await.base_offset(), Some(60));
+}

@@ -17,6 +17,19 @@ use crate::fsutil;
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 
+/// Written by a clean close, removed by the next open: the active segment's base
+/// offset, size and end offset, which its index files and the producer snapshot at
+/// its end were written for.
+const CLEAN_CLOSE_FILE: &str = "clean-close";
+
+/// What a clean close left for the next open (see [`CLEAN_CLOSE_FILE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CleanClose {
+    pub base: i64,
+    pub size: u64,
+    pub end: i64,
+}
+
 #[derive(Debug)]
 pub(super) struct GroupCommit {
     /// Everything before this offset is on stable storage.
@@ -171,11 +184,46 @@ impl Partition {
         Ok(point.offset)
     }
 
-    /// Flushes everything and records the recovery point, for a clean close.
+    /// Flushes everything and records the recovery point, for a clean close; then
+    /// writes what lets the next open skip scanning the active segment: its indexes,
+    /// the producer positions at its end, and the marker naming them.
     pub(crate) fn close_blocking(&self) -> Result<()> {
         let end = self.sync_blocking()?;
-        write_recovery_point(&self.dir, end)
+        write_recovery_point(&self.dir, end)?;
+        let mut state = self.state.write();
+        if state.poisoned.is_some() {
+            return Ok(());
+        }
+        let producers = state.producers.encode();
+        let segment = super::active_mut(&mut state);
+        if segment.next_offset != end {
+            // Appended to since the flush (a straggler): the next open scans.
+            return Ok(());
+        }
+        segment.write_indexes()?;
+        fsutil::write_atomic(&crate::segment::producers_path(&self.dir, end), &producers)?;
+        let marker = format!("{} {} {end}\n", segment.base_offset, segment.size);
+        fsutil::write_atomic(&self.dir.join(CLEAN_CLOSE_FILE), marker.as_bytes())
     }
+}
+
+/// Reads and removes the marker of a clean close: it describes the partition as that
+/// close left it, and only the next open may use it.
+pub(super) fn take_clean_close(dir: &Path) -> Result<Option<CleanClose>> {
+    let path = dir.join(CLEAN_CLOSE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LogError::io("read the clean-close marker", path, e)),
+    };
+    fsutil::remove_if_exists(&path)?;
+    let mut fields = text.split_whitespace().map(str::parse::<i64>);
+    Ok(match (fields.next(), fields.next(), fields.next()) {
+        (Some(Ok(base)), Some(Ok(size)), Some(Ok(end))) => {
+            u64::try_from(size).ok().map(|size| CleanClose { base, size, end })
+        }
+        _ => None,
+    })
 }
 
 /// Everything before the returned offset was on stable storage when it was written.

@@ -86,6 +86,10 @@ impl Partition {
     /// Opens (and recovers) the partition stored in `dir`, creating it if empty.
     pub(crate) fn open(topic: &str, id: u32, dir: &Path, config: TopicConfig) -> Result<Partition> {
         let recovered = recovery::recover(dir, &config)?;
+        let stats = PartitionStats::default();
+        stats
+            .opened_scanned_bytes
+            .store(recovered.scanned_bytes, std::sync::atomic::Ordering::Relaxed);
         let end = recovered.segments.last().map_or(0, |s| s.next_offset);
         let visible = recovered.segments.last().map_or(
             VisibleEnd {
@@ -116,7 +120,7 @@ impl Partition {
             visible: watch::Sender::new(end),
             group_commit: GroupCommit::new(end),
             compacting: parking_lot::Mutex::new(()),
-            stats: PartitionStats::default(),
+            stats,
         })
     }
 

@@ -2,10 +2,14 @@
 //!
 //! Sealed segments before the recovery point are trusted with their index files (or
 //! rebuilt if those do not match). Every segment that may hold data written after the
-//! last known fsync, always including the active one, is scanned batch by batch; the
-//! first batch that fails a check ends the valid data, and the rest is cut off: a torn
-//! or corrupt tail after a crash. Producer positions come from the snapshot at the first
+//! last known fsync, including the active one, is scanned batch by batch; the first
+//! batch that fails a check ends the valid data, and the rest is cut off: a torn or
+//! corrupt tail after a crash. Producer positions come from the snapshot at the first
 //! scanned segment, plus the batches the scan sees.
+//!
+//! After a clean close nothing needs scanning: the close wrote the active segment's
+//! indexes and the producer positions at its end, and a marker naming its size, which
+//! the next open takes (and removes) when the files still match it.
 
 use std::fs;
 use std::path::Path;
@@ -17,20 +21,24 @@ use crate::fsutil;
 use crate::position::{POSITION_HEADER, Position, ProducerId, ProducerStates};
 use crate::segment::{self, Continuity, Segment};
 
-use super::durability::{read_recovery_point, write_recovery_point};
+use super::durability::{CleanClose, read_recovery_point, take_clean_close, write_recovery_point};
 
 pub(super) struct Recovered {
     pub segments: Vec<Segment>,
     pub producers: ProducerStates,
+    /// Bytes of segments read batch by batch.
+    pub scanned_bytes: u64,
 }
 
 pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
     fs::create_dir_all(dir).ctx("create partition directory", dir)?;
     let bases = tidy_and_list(dir)?;
+    let clean = take_clean_close(dir)?;
     if bases.is_empty() {
         return Ok(Recovered {
             segments: vec![Segment::create(dir, 0)?],
             producers: ProducerStates::default(),
+            scanned_bytes: 0,
         });
     }
     let interval = config.index_interval_bytes;
@@ -52,10 +60,23 @@ pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
             sealed_continuity,
         )?);
     }
+    let last = bases.len() - 1;
+    if first_scanned == last
+        && let Some(clean) = clean
+        && clean.end == recovery_point
+        && let Some((segment, states)) = open_clean(dir, bases[last], clean)?
+    {
+        segments.push(segment);
+        return Ok(Recovered {
+            segments,
+            producers: states,
+            scanned_bytes: 0,
+        });
+    }
     let mut producers = producer_snapshot_before(dir, &segments, bases[first_scanned])?;
 
-    let last = bases.len() - 1;
     let mut damaged = false;
+    let mut scanned_bytes = 0;
     for (i, &base) in bases.iter().enumerate().skip(first_scanned) {
         if damaged {
             // Everything after a torn tail was written after it, so it is not durable either.
@@ -71,6 +92,7 @@ pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
         let (mut segment, report) = Segment::open_scanned(dir, base, continuity, interval, &mut |batch| {
             replay_position(&mut producers, batch)
         })?;
+        scanned_bytes += report.valid_bytes;
         if let Some(reason) = report.damage {
             tracing::warn!(
                 segment = %segment.path.display(),
@@ -99,7 +121,35 @@ pub(super) fn recover(dir: &Path, config: &TopicConfig) -> Result<Recovered> {
     if recovery_point > end {
         write_recovery_point(dir, end)?;
     }
-    Ok(Recovered { segments, producers })
+    Ok(Recovered {
+        segments,
+        producers,
+        scanned_bytes,
+    })
+}
+
+/// The active segment at `base` and the producer positions at its end, as the clean
+/// close `clean` left them, if the files still match it (a write after the close
+/// changes the size: then the segment is scanned).
+fn open_clean(dir: &Path, base: i64, clean: CleanClose) -> Result<Option<(Segment, ProducerStates)>> {
+    if clean.base != base {
+        return Ok(None);
+    }
+    let Some(segment) = Segment::open_closed_cleanly(dir, base, clean.end)? else {
+        return Ok(None);
+    };
+    if segment.size != clean.size {
+        return Ok(None);
+    }
+    let Some(states) = read_snapshot(dir, clean.end)? else {
+        return Ok(None);
+    };
+    // The snapshot at the end is the active segment's own when it is empty (written
+    // when it was rolled); otherwise it served this open only.
+    if clean.end != base {
+        fsutil::remove_if_exists(&segment::producers_path(dir, clean.end))?;
+    }
+    Ok(Some((segment, states)))
 }
 
 /// Producer state as of the start of the segment at `base`: its snapshot if present,
