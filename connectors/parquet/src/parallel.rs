@@ -44,10 +44,14 @@ impl SplitDecoder {
         Ok(SplitDecoder { decoders })
     }
 
-    /// Decoders for as many runs as the machine has cores (up to [`MAX_RUNS`]).
+    /// Decoders for twice as many runs as the machine has cores (up to [`MAX_RUNS`]).
+    /// The runs share the cores with the encoder and the runtime's reads, so one run
+    /// falls behind now and then and the others wait for it at the end of the slice:
+    /// smaller runs even that out (measured: the export about 6% faster with four runs
+    /// than with two on two cores).
     pub fn for_machine(table: &TableSchema, envelope: Envelope) -> Result<SplitDecoder, ParquetError> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        SplitDecoder::new(table, envelope, cores)
+        SplitDecoder::new(table, envelope, cores.saturating_mul(2))
     }
 
     /// The schema of the rows (the same for every decoder).

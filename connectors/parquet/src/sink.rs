@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_array::UInt32Array;
+use arrow_array::{RecordBatch, UInt32Array};
 use parquet::file::properties::WriterProperties;
 use plexus_connector::{
     ConnectorError, DeadLetter, SCHEMA_HEADER, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition, async_trait,
@@ -257,7 +257,7 @@ impl ParquetSink {
             let Some(schema) = self.schemas.get_mut(id) else {
                 continue;
             };
-            let decoded = schema.decoder.decode(&group)?;
+            let decoded = off_the_runtime(|| schema.decoder.decode(&group))?;
             for rejected in decoded.rejected {
                 dead_letter(
                     ctx,
@@ -268,9 +268,7 @@ impl ParquetSink {
             let Some(output) = schema.decoder.output_schema().map(Arc::clone) else {
                 continue;
             };
-            for run in decoded.runs {
-                self.write_rows(tp, id, &output, &group, run).await?;
-            }
+            self.write_rows(tp, id, &output, &group, decoded.runs).await?;
         }
         let state = self.partitions.entry(tp.clone()).or_default();
         if let (Some(unit), Some(last)) = (&mut state.unit, records.last()) {
@@ -281,44 +279,61 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Writes decoded rows of `group` to the files of their partition paths.
+    /// Writes the decoded runs of `group` to the files of their partition paths. Each
+    /// file is handed all its rows of the runs at once, so that their encoding runs in
+    /// one job while the next records are decoded (one job per run would wait for the
+    /// previous run's encoding here).
     async fn write_rows(
         &mut self,
         tp: &TopicPartition,
         id: &str,
         output: &arrow_schema::SchemaRef,
         group: &[&SinkRecord],
-        decoded: Decoded,
+        runs: Vec<Decoded>,
     ) -> Result<(), ConnectorError> {
-        let splits = self
-            .partitioner
-            .split(&decoded.batch, |row| group[decoded.rows[row]].timestamp);
-        let whole = splits.len() == 1;
-        for (path, rows) in splits {
-            let batch = if whole {
-                decoded.batch.clone()
-            } else {
-                arrow_select::take::take_record_batch(&decoded.batch, &UInt32Array::from(rows.clone()))
-                    .map_err(ParquetError::arrow("split rows by partition path"))?
-            };
-            let first_offset = group[decoded.rows[rows[0] as usize]].offset;
-            let key = self.config.key_template.render(KeyParts {
-                topic: &tp.topic,
-                partition: tp.partition,
-                first_offset,
-                path: &path,
-                schema: id,
-            });
-            let unit = self
-                .partitions
-                .get_mut(tp)
-                .and_then(|s| s.unit.as_mut())
-                .ok_or_else(|| ConnectorError::fatal("a segment was written without an open unit"))?;
-            let (properties, part_size) = (&self.properties, self.config.part_size);
-            let file = unit.file(&path, id, || {
-                ParquetFile::new(key, Arc::clone(output), properties.clone(), part_size)
-            })?;
-            file.write(self.store.as_ref(), batch).await?;
+        let unit = self
+            .partitions
+            .get_mut(tp)
+            .and_then(|s| s.unit.as_mut())
+            .ok_or_else(|| ConnectorError::fatal("a segment was written without an open unit"))?;
+        // By partition path, in the order the paths first appear.
+        let mut batches: Vec<(String, Vec<RecordBatch>)> = Vec::new();
+        for decoded in runs {
+            let splits = self
+                .partitioner
+                .split(&decoded.batch, |row| group[decoded.rows[row]].timestamp);
+            let whole = splits.len() == 1;
+            for (path, rows) in splits {
+                let batch = if whole {
+                    decoded.batch.clone()
+                } else {
+                    arrow_select::take::take_record_batch(&decoded.batch, &UInt32Array::from(rows.clone()))
+                        .map_err(ParquetError::arrow("split rows by partition path"))?
+                };
+                let first_offset = group[decoded.rows[rows[0] as usize]].offset;
+                let (properties, part_size, template) =
+                    (&self.properties, self.config.part_size, &self.config.key_template);
+                unit.file(&path, id, || {
+                    let key = template.render(KeyParts {
+                        topic: &tp.topic,
+                        partition: tp.partition,
+                        first_offset,
+                        path: &path,
+                        schema: id,
+                    });
+                    ParquetFile::new(key, Arc::clone(output), properties.clone(), part_size)
+                })?;
+                match batches.iter_mut().find(|(p, _)| *p == path) {
+                    Some((_, list)) => list.push(batch),
+                    None => batches.push((path, vec![batch])),
+                }
+            }
+        }
+        for (path, list) in batches {
+            let file = unit
+                .file_mut(&path, id)
+                .ok_or_else(|| ConnectorError::fatal(format!("no open file for partition path `{path}`")))?;
+            file.write(self.store.as_ref(), list).await?;
         }
         Ok(())
     }
@@ -587,6 +602,18 @@ impl ParquetSink {
             total.add(*written);
         }
         tracing::info!(connector = %self.connector, topics = self.written.len(), files = total.files, rows = total.rows, bytes = total.bytes, location = %self.store.location(), "Parquet sink stopped.");
+    }
+}
+
+/// Runs `work` (CPU-bound, milliseconds) where it does not stall the runtime: on a
+/// multi-threaded runtime, the worker thread hands its other tasks to another thread
+/// first. Without that, the task the runtime spawns to read the next records ahead sits
+/// in this worker's queue until the sink awaits something, and the read only starts
+/// once the sink has finished decoding.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 

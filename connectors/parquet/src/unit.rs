@@ -171,6 +171,11 @@ impl CommitUnit {
         }
     }
 
+    /// The file for rows of `schema` under `path`, if it was created.
+    pub fn file_mut(&mut self, path: &str, schema: &str) -> Option<&mut ParquetFile> {
+        self.files.get_mut(&(path.to_owned(), schema.to_owned()))
+    }
+
     pub fn file_count(&self) -> usize {
         self.files.len()
     }

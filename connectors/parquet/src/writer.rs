@@ -5,11 +5,11 @@
 //! built and less than one part. A file that ends smaller than one part is written with
 //! one `put_if_absent` at completion instead (no multipart upload at all).
 //!
-//! Encoding and compression run on tokio's blocking pool, one batch of a file at a time:
-//! [`ParquetFile::write`] hands the batch over and returns, so the sink decodes the next
-//! records while this batch is encoded (the next `write`, `finish` or `abort` of the file
-//! waits for it first). A file thus holds at most one batch in flight, counted in
-//! [`ParquetFile::buffered`].
+//! Encoding and compression run on tokio's blocking pool, one job of a file at a time
+//! (the batches of one [`ParquetFile::write`]): `write` hands the batches over and
+//! returns, so the sink decodes the next records while these are encoded (the next
+//! `write`, `finish` or `abort` of the file waits for the job first). A file thus holds
+//! at most one job's batches in flight, counted in [`ParquetFile::buffered`].
 //!
 //! Nothing becomes visible before [`ParquetFile::complete`], which the commit protocol
 //! (see [`crate::unit`]) calls only after the unit's manifest exists.
@@ -68,7 +68,7 @@ pub(crate) struct ParquetFile {
     key: String,
     /// The encoder while no job holds it; `None` once finished (or lost to a failed job).
     writer: Option<Encoder>,
-    /// The batch being encoded on the blocking pool, which holds the encoder meanwhile.
+    /// The batches being encoded on the blocking pool, which holds the encoder meanwhile.
     job: Option<Job>,
     upload: Option<Box<dyn Upload>>,
     part_size: usize,
@@ -83,7 +83,7 @@ pub(crate) struct ParquetFile {
 
 struct Job {
     handle: JoinHandle<(Encoder, Result<(), ParquetError>)>,
-    /// The memory of the batch being encoded.
+    /// The memory of the batches being encoded.
     batch: u64,
 }
 
@@ -142,9 +142,9 @@ impl ParquetFile {
         self.uploaded + self.small.as_ref().map_or(0, |s| s.len() as u64)
     }
 
-    /// Hands `batch` to the encoder, after the previous batch is encoded and a part's
-    /// worth, if buffered, is uploaded.
-    pub async fn write(&mut self, store: &dyn ObjectStore, batch: RecordBatch) -> Result<(), ConnectorError> {
+    /// Hands `batches` (in order) to the encoder, after the previous ones are encoded and
+    /// a part's worth, if buffered, is uploaded.
+    pub async fn write(&mut self, store: &dyn ObjectStore, batches: Vec<RecordBatch>) -> Result<(), ConnectorError> {
         self.settle(store).await?;
         let Some(mut writer) = self.writer.take() else {
             return Err(ConnectorError::fatal(format!(
@@ -152,11 +152,14 @@ impl ParquetFile {
                 self.key
             )));
         };
-        self.records += batch.num_rows() as u64;
-        let batch_bytes = batch.get_array_memory_size() as u64;
-        let context = format!("encode rows for `{}`", self.key);
+        self.records += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        let batch_bytes = batches.iter().map(|b| b.get_array_memory_size() as u64).sum();
+        let key = self.key.clone();
         let encode = move || {
-            let result = writer.write(&batch).map_err(ParquetError::encode(context));
+            let result = batches
+                .iter()
+                .try_for_each(|batch| writer.write(batch))
+                .map_err(|e| ParquetError::encode(format!("encode rows for `{key}`"))(e));
             (writer, result)
         };
         match tokio::runtime::Handle::try_current() {
@@ -236,8 +239,8 @@ impl ParquetFile {
     }
 
     /// Bytes held in memory: the row group being built, the part not yet uploaded, the
-    /// batch being encoded. While a batch is encoded, the encoder's growth is not known
-    /// yet: it is counted as the batch's size again (pages buffered before compression
+    /// batches being encoded. While they are encoded, the encoder's growth is not known
+    /// yet: it is counted as their size again (pages buffered before compression
     /// hold about what the columns hold), so that the budget errs on the safe side.
     pub fn buffered(&self) -> u64 {
         let job = self.job.as_ref().map_or(0, |j| 2 * j.batch);
@@ -336,17 +339,20 @@ mod tests {
             .collect()
     }
 
-    async fn encode(store: &dyn ObjectStore, batches: &[RecordBatch]) -> (Vec<RecordBatch>, u64) {
+    /// Encodes `batches`, `per_write` at a time; returns what the file holds and how many
+    /// writes left a job in flight.
+    async fn encode(store: &dyn ObjectStore, batches: &[RecordBatch], per_write: usize) -> (Vec<RecordBatch>, u64) {
         let properties = writer_properties(&ParquetSinkConfig {
             row_group_rows: 3000,
             ..ParquetSinkConfig::default()
         });
         let mut file = ParquetFile::new("f.parquet".into(), batches[0].schema(), properties, 8 << 20).unwrap();
         let mut in_flight = 0;
-        for batch in batches {
-            file.write(store, batch.clone()).await.unwrap();
+        for chunk in batches.chunks(per_write) {
+            file.write(store, chunk.to_vec()).await.unwrap();
             if file.job.is_some() {
-                assert!(file.buffered() >= 2 * batch.get_array_memory_size() as u64);
+                let bytes: usize = chunk.iter().map(RecordBatch::get_array_memory_size).sum();
+                assert!(file.buffered() >= 2 * bytes as u64);
                 in_flight += 1;
             }
         }
@@ -364,9 +370,12 @@ mod tests {
         let store = LocalStore::open(dir.path()).await.unwrap();
         let batches = batches();
         let expected = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
-        let (pipelined, in_flight) = encode(&store, &batches).await;
-        assert_eq!(in_flight, batches.len() as u64, "every batch is encoded off the caller");
-        let pipelined = arrow_select::concat::concat_batches(&expected.schema(), &pipelined).unwrap();
-        assert_eq!(pipelined, expected);
+        for per_write in [1, 3] {
+            let (pipelined, in_flight) = encode(&store, &batches, per_write).await;
+            let writes = batches.len().div_ceil(per_write) as u64;
+            assert_eq!(in_flight, writes, "every write is encoded off the caller");
+            let pipelined = arrow_select::concat::concat_batches(&expected.schema(), &pipelined).unwrap();
+            assert_eq!(pipelined, expected, "{per_write} batches per write");
+        }
     }
 }
