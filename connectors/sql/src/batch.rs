@@ -7,10 +7,10 @@
 //! it came from (a dead letter reads the record back from the log).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use std::borrow::Cow;
 
@@ -264,7 +264,7 @@ pub struct TableBatch {
     /// The row of each key, by the hash of its identity (the key cells as rows encode
     /// them): the identity is compared in the row, not kept twice.
     by_key: HashTable<(u64, usize)>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
     /// What the rows and the index by key take in memory.
     memory: usize,
     /// A `TRUNCATE` came before the rows: empty the table first.
@@ -287,7 +287,7 @@ impl TableBatch {
             by_name: HashMap::new(),
             rows: Vec::new(),
             by_key: HashTable::new(),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
             memory: 0,
             truncate: false,
             declared: false,
@@ -414,8 +414,14 @@ impl TableBatch {
             self.infer_columns(&image, key_fields);
         }
         let mut cells: Vec<Option<Cell>> = vec![None; self.columns.len()];
-        for (name, value) in image {
-            let Some(&i) = self.by_name.get(name.as_ref()) else {
+        for (position, (name, value)) in image.into_iter().enumerate() {
+            // Images list their fields in the schema's order: try the column at the
+            // same position before looking the name up.
+            let found = match self.columns.get(position) {
+                Some(column) if column.name == name => Some(position),
+                _ => self.by_name.get(name.as_ref()).copied(),
+            };
+            let Some(i) = found else {
                 if self.declared {
                     return Err(format!("field `{name}` is not a column of the record's schema"));
                 }
@@ -524,7 +530,7 @@ impl TableBatch {
         match found {
             Some(i) => {
                 let earlier = &self.rows[i];
-                if !delete {
+                if !delete && cells.iter().any(Option::is_none) {
                     for (cell, old) in cells.iter_mut().zip(earlier.cells()) {
                         if cell.is_none() {
                             *cell = if earlier.delete {

@@ -74,7 +74,7 @@ pub struct SqlSinkConfig {
     /// What the changes gathered for the next commit and those of the commit under way
     /// may take in memory together, in bytes.
     pub memory_budget: usize,
-    /// How long changes gather under a backlog before a commit begins.
+    /// The least time changes gather under a backlog before a commit begins.
     pub commit_interval: Duration,
     pub connect_timeout: Duration,
 }
@@ -111,7 +111,7 @@ impl SqlSinkConfig {
             offsets_table: "plexus_offsets".to_owned(),
             batch_rows: 10_000,
             memory_budget: 64 << 20,
-            commit_interval: Duration::from_secs(1),
+            commit_interval: Duration::ZERO,
             connect_timeout: Duration::from_secs(10),
         })
     }
@@ -355,11 +355,12 @@ pub(crate) fn fields() -> Vec<FieldSpec> {
                  more of them; a gathering batch that reaches half of this waits for the commit under way.",
             ),
         FieldSpec::new("commit_interval", FieldKind::Duration)
-            .with_default(plexus_config::Duration::from_secs(1))
+            .with_default(plexus_config::Duration::from_secs(0))
             .doc(
-                "While records are left unread (a backlog), how long changes gather (merged by key) before a commit \
-                 begins: longer means larger commits, and a key changed many times costs the target one row. A \
-                 sink that keeps up commits every second and as soon as it catches up, whatever this is.",
+                "While records are left unread (a backlog), the least time changes gather (merged by key) before a \
+                 commit begins; they also gather for as long as the commit before is under way. `0s` (the default): \
+                 a commit begins as soon as the target is free. Longer means fewer, larger commits. A sink that \
+                 keeps up commits every second and as soon as it catches up, whatever this is.",
             ),
         FieldSpec::new("connect_timeout", FieldKind::Duration)
             .with_default(plexus_config::Duration::from_secs(10))

@@ -2,9 +2,9 @@
 //! committed with their offsets, one transaction per batch, in the background.
 //!
 //! One commit runs at a time, beside the decoding of the next batch. While records are
-//! left unread (a backlog), changes gather and merge by key for `commit_interval` (or
-//! until half of `memory_budget` is used) before a commit begins, so that a key changed
-//! many times costs the target one row, and the target works on large batches: the
+//! left unread (a backlog), changes gather and merge by key for as long as the commit
+//! before is under way (and at least `commit_interval`, by default nothing), so batches
+//! grow with the backlog and a key changed many times costs the target one row: the
 //! time of a commit grows with the keys it changes, not with the records read. A flush
 //! while the task is caught up with its topics commits everything before it returns,
 //! so a sink that keeps up commits at every flush (every second, and as soon as it
