@@ -140,17 +140,18 @@ impl PostgresTarget {
         }
         let table = group.table.sql(PG);
         let keys = column_list(PG, group.columns, group.keys);
+        // The target's row (`t`) of each staged row (`s`).
+        let on = group
+            .keys
+            .iter()
+            .map(|&k| {
+                let c = quote(PG, &group.columns[k].name);
+                format!("t.{c} = s.{c}")
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
         let sql = match group.kind {
             GroupKind::Delete => {
-                let on = group
-                    .keys
-                    .iter()
-                    .map(|&k| {
-                        let c = quote(PG, &group.columns[k].name);
-                        format!("t.{c} = s.{c}")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
                 format!("DELETE FROM {table} AS t USING {stage} AS s WHERE {on}")
             }
             GroupKind::Append => {
@@ -162,15 +163,6 @@ impl PostgresTarget {
             GroupKind::Upsert if self.merge => {
                 // MERGE (PostgreSQL 15+) is about a fifth faster than ON CONFLICT here:
                 // no speculative insertion per row.
-                let on = group
-                    .keys
-                    .iter()
-                    .map(|&k| {
-                        let c = quote(PG, &group.columns[k].name);
-                        format!("t.{c} = s.{c}")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
                 let set = group
                     .update
                     .iter()
