@@ -11,10 +11,10 @@
 //! catches up). A batch that reaches half of `memory_budget` waits for the commit under
 //! way and is committed next.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use plexus_connector::{
     ConnectorError, SCHEMA_HEADER, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition, async_trait,
@@ -28,6 +28,9 @@ use crate::dialect::{CatalogColumn, TableName, Target};
 use crate::error::SqlError;
 use crate::offsets;
 use crate::schema::{Column, columns_from_document};
+
+/// How long a record's schema is waited for when it is not readable yet.
+const SCHEMA_WAIT: Duration = Duration::from_secs(10);
 
 /// The connection: idle, or lent to the commit under way, which gives it back with
 /// the offsets it stored.
@@ -47,6 +50,8 @@ pub struct SqlSink {
     stored: SinkOffsets,
     /// Registered schemas by id: the columns, or why they cannot be used.
     schemas: HashMap<String, Result<Arc<Vec<Column>>, String>>,
+    /// Schema ids waited for in vain.
+    missing_schemas: HashSet<String>,
     /// Changes gathered since the last commit began, by target table.
     batches: BTreeMap<String, TableBatch>,
     /// When the first of the gathered changes was taken.
@@ -93,6 +98,7 @@ impl SqlSink {
             link: Link::Closed,
             stored: SinkOffsets::new(),
             schemas: HashMap::new(),
+            missing_schemas: HashSet::new(),
             batches: BTreeMap::new(),
             gathering_since: None,
             batch_schema: HashMap::new(),
@@ -103,7 +109,13 @@ impl SqlSink {
         }
     }
 
-    /// The columns of schema `id`, looked up once.
+    /// The columns of schema `id`, looked up once found.
+    ///
+    /// A source registers a version in the same batch as the first record naming it,
+    /// but `__schemas` and the record's topic become readable independently: a record
+    /// can be read before its schema. A missing schema is waited for (up to
+    /// [`SCHEMA_WAIT`]) before the record is dead-lettered; an id that was waited for in
+    /// vain is only looked up again, not waited for.
     async fn schema(
         &mut self,
         ctx: &SinkContext,
@@ -112,12 +124,24 @@ impl SqlSink {
         if let Some(found) = self.schemas.get(id) {
             return Ok(found.clone());
         }
-        let found = match ctx.schema(id).await? {
-            None => return Ok(Err(format!("schema `{id}` is not registered"))),
-            Some(document) => columns_from_document(&document)
-                .map(Arc::new)
-                .map_err(|e| format!("schema `{id}`: {e}")),
+        let waited = self.missing_schemas.contains(id);
+        let started = Instant::now();
+        let document = loop {
+            if let Some(document) = ctx.schema(id).await? {
+                break document;
+            }
+            if waited || started.elapsed() >= SCHEMA_WAIT {
+                self.missing_schemas.insert(id.to_owned());
+                return Ok(Err(format!(
+                    "schema `{id}` is not registered (waited {} s for it)",
+                    SCHEMA_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        let found = columns_from_document(&document)
+            .map(Arc::new)
+            .map_err(|e| format!("schema `{id}`: {e}"));
         self.schemas.insert(id.to_owned(), found.clone());
         Ok(found)
     }

@@ -485,6 +485,29 @@ async fn deletes_by_key_kinds(db: &TestDb) {
     assert_eq!(h.dead_letters(), vec![]);
 }
 
+/// A record read before its schema is readable (the source registers both in one
+/// batch, but the topics become readable independently) waits for the schema instead
+/// of going to the dead letters.
+async fn schema_registered_after_its_record(db: &TestDb) {
+    let mut h = Harness::new(db, "late-schema", &[("table", "late_{table}".into())]);
+    h.start().await.unwrap();
+    h.push(
+        "pg.public.orders",
+        json!({"id": 1}),
+        Some(change("c", Value::Null, row(1, "late", 1, "1.00"))),
+        Some("late.1"),
+    );
+    let schemas = h.schemas.clone();
+    let register = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        schemas.insert("late.1", schema_doc("late.1", ORDERS));
+    });
+    h.commit().await.unwrap();
+    register.await.unwrap();
+    assert_eq!(h.dead_letters(), vec![]);
+    assert_eq!(db.query("SELECT name FROM late_orders"), "late");
+}
+
 /// Offsets live in the target, written with the data: a sink dropped without a flush
 /// loses its batch, the next resumes from the target's offsets, records before them are
 /// skipped, and nothing is applied twice.
@@ -805,6 +828,7 @@ macro_rules! scenarios {
                         let db = $make;
                         dead_letters(&db).await;
                         deletes_by_key_kinds(&db).await;
+                        schema_registered_after_its_record(&db).await;
                         exactly_once(&db).await;
                         connection_lost(&db).await;
                         evolution(&db).await;
