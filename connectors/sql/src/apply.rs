@@ -1,11 +1,11 @@
 //! Applying buffered rows inside the sink's open transaction (grouped, set-based, with
 //! bisection to dead-letter refused rows), and the DDL that prepares a table for them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use plexus_connector::{ConnectorError, DeadLetter, SinkContext, SinkRecord};
 
-use crate::batch::{Origin, Row};
+use crate::batch::{Origin, Row, Rows};
 use crate::config::{DialectKind, DroppedColumnPolicy, Mode, SqlSinkConfig, TypeChangePolicy};
 use crate::dialect::{CatalogColumn, Group, GroupKind, TableName, Target, quote};
 use crate::error::{Class, SqlError, classify};
@@ -16,7 +16,7 @@ use crate::schema::{Column, ColumnType};
 pub(crate) struct Chunk {
     pub table: TableName,
     pub columns: Vec<Column>,
-    pub rows: Vec<Row>,
+    pub rows: Rows,
     /// Empty the table before the rows (a `TRUNCATE` came before them).
     pub truncate: bool,
 }
@@ -59,20 +59,41 @@ async fn apply_chunk(
         .filter(|(_, c)| c.key)
         .map(|(i, _)| i)
         .collect();
-    // Rows that update the same columns go together; almost always one group.
-    let mut groups: BTreeMap<(bool, Vec<bool>), Vec<&Row>> = BTreeMap::new();
-    for row in &chunk.rows {
-        let mask = if row.delete || mode == Mode::History {
-            Vec::new()
-        } else {
-            let mut mask: Vec<bool> = row.cells().map(|c| c.is_some()).collect();
-            mask.resize(chunk.columns.len(), false);
-            mask
-        };
-        groups.entry((row.delete, mask)).or_default().push(row);
+    // Rows that update the same columns go together; almost always one group, the
+    // one of the row before.
+    struct RowGroup<'a> {
+        delete: bool,
+        mask: Vec<bool>,
+        rows: Vec<Row<'a>>,
     }
+    let mut groups: Vec<RowGroup<'_>> = Vec::new();
+    let mut mask = Vec::with_capacity(chunk.columns.len());
+    let mut last = 0;
+    for row in chunk.rows.iter() {
+        mask.clear();
+        if !row.delete && mode != Mode::History {
+            mask.extend(row.cells().map(|c| c.is_some()));
+            mask.resize(chunk.columns.len(), false);
+        }
+        let same = |g: &RowGroup<'_>| g.delete == row.delete && g.mask == mask;
+        if !groups.get(last).is_some_and(same) {
+            last = match groups.iter().position(same) {
+                Some(i) => i,
+                None => {
+                    groups.push(RowGroup {
+                        delete: row.delete,
+                        mask: mask.clone(),
+                        rows: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+        }
+        groups[last].rows.push(row);
+    }
+    groups.sort_by(|a, b| (a.delete, &a.mask).cmp(&(b.delete, &b.mask)));
     let mut dead = 0;
-    for ((delete, mask), rows) in groups {
+    for RowGroup { delete, mask, rows } in groups {
         let kind = match (mode, delete) {
             (Mode::History, _) => GroupKind::Append,
             (Mode::Upsert, true) => GroupKind::Delete,
@@ -116,7 +137,7 @@ pub(crate) async fn prepare_table(
             match found {
                 Some(found) => found,
                 None => {
-                    create_table(target, table, columns, config.mode).await?;
+                    create_table(target, table, columns, config.mode, config.fillfactor).await?;
                     read_catalog(target, table).await?
                 }
             }
@@ -215,7 +236,7 @@ pub(crate) async fn apply_bisecting(
     batch_rows: usize,
 ) -> Result<u64, ConnectorError> {
     let mut dead = 0;
-    let mut pending: Vec<Vec<&Row>> = vec![group.rows.clone()];
+    let mut pending: Vec<Vec<Row<'_>>> = vec![group.rows.clone()];
     let mut depth = 0usize;
     while let Some(rows) = pending.pop() {
         let part = Group {
@@ -238,7 +259,7 @@ pub(crate) async fn apply_bisecting(
                     let row = part.rows[0];
                     dead_letter(
                         ctx,
-                        &row.origin,
+                        &row.origin(),
                         &format!(
                             "table `{}`: the target refused the row: {}",
                             group.table,
@@ -311,6 +332,7 @@ pub(crate) async fn create_table(
     table: &TableName,
     columns: &[Column],
     mode: Mode,
+    fillfactor: u8,
 ) -> Result<(), ConnectorError> {
     let dialect = target.dialect();
     let mut parts: Vec<String> = columns
@@ -335,10 +357,10 @@ pub(crate) async fn create_table(
             .map_err(|e| SqlError::from_sqlx(format!("create schema `{schema}`"), e))?;
     }
     let suffix = match (dialect, mode) {
-        (DialectKind::MySql, _) => " DEFAULT CHARSET = utf8mb4",
+        (DialectKind::MySql, _) => " DEFAULT CHARSET = utf8mb4".to_owned(),
         // Room on each page, so that most updates stay on it (HOT: no new index entry).
-        (DialectKind::Postgres, Mode::Upsert) => " WITH (fillfactor = 80)",
-        _ => "",
+        (DialectKind::Postgres, Mode::Upsert) if fillfactor < 100 => format!(" WITH (fillfactor = {fillfactor})"),
+        _ => String::new(),
     };
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {} ({}){suffix}",

@@ -55,14 +55,38 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// The last change of one key (or, in history mode, one change).
-#[derive(Debug, Clone)]
-pub struct Row {
-    /// The cells by column of the batch, encoded (see [`Row::cells`]). A column added
-    /// to the batch after the row has no cell in it: kept, like a `None`.
-    data: Box<[u8]>,
+/// Where a record is in the log.
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    pub topic: &'a Arc<str>,
+    pub partition: u32,
+    pub offset: i64,
+}
+
+/// The last change of one key (or, in history mode, one change), as the batch holds
+/// it: its cells in the batch's [`Rows::data`], and of its record only where it came
+/// from.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Where the cells start in the data, and their length.
+    start: usize,
+    len: u32,
+    /// The index of the record's topic in [`Rows::topics`].
+    topic: u32,
+    partition: u32,
+    offset: i64,
+    delete: bool,
+}
+
+/// A row of a batch: the cells by column of the batch, encoded (see [`Row::cells`]). A
+/// column added to the batch after the row has no cell in it: kept, like a `None`.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    data: &'a [u8],
     pub delete: bool,
-    pub origin: Origin,
+    topic: &'a Arc<str>,
+    partition: u32,
+    offset: i64,
 }
 
 /// The tags of encoded cells; `KEPT`: keep what the target has (an unchanged TOASTed
@@ -76,65 +100,197 @@ const FLOAT: u8 = 5;
 const TEXT: u8 = 6;
 const BYTES: u8 = 7;
 
-/// What a row takes in memory besides its cells' bytes (the struct, allocator slack).
-const ROW_OVERHEAD: usize = std::mem::size_of::<Row>() + 16;
-/// What a key takes in the index by key (its slot, at the table's load).
-const KEY_OVERHEAD: usize = 20;
-
-impl Row {
-    pub fn new(cells: &[Option<Cell>], delete: bool, origin: Origin) -> Row {
-        let mut data = Vec::with_capacity(cells.iter().map(|c| c.as_ref().map_or(1, |c| c.size() + 1)).sum());
-        for cell in cells {
-            encode_cell(&mut data, cell.as_ref().map(Cell::as_cell_ref));
-        }
-        Row {
-            data: data.into_boxed_slice(),
-            delete,
-            origin,
-        }
-    }
-
-    /// Whether the encoded cells of columns `keys` (ascending) are `identity`, the
-    /// key as [`TableBatch::put`] looks it up.
-    fn has_identity(&self, keys: &[usize], identity: &[u8]) -> bool {
-        let mut rest = identity;
-        let mut cells = self.encoded_cells().enumerate();
-        for &k in keys {
-            let Some((_, cell)) = cells.find(|(i, _)| *i == k) else {
-                return false;
-            };
-            match rest.strip_prefix(cell) {
-                Some(tail) => rest = tail,
-                None => return false,
-            }
-        }
-        rest.is_empty()
-    }
-
-    /// Each cell's encoded bytes, in column order.
-    fn encoded_cells(&self) -> impl Iterator<Item = &[u8]> {
-        let mut cells = self.cells();
-        std::iter::from_fn(move || {
-            let before = cells.rest;
-            cells.next()?;
-            Some(&before[..before.len() - cells.rest.len()])
-        })
-    }
-
+impl<'a> Row<'a> {
     /// The cells in column order (`None`: keep the target's value), as far as the row
     /// has them.
-    pub fn cells(&self) -> Cells<'_> {
-        Cells { rest: &self.data }
+    pub fn cells(&self) -> Cells<'a> {
+        Cells { rest: self.data }
     }
 
     /// The cell of column `i` (`None`: keep the target's value).
-    pub fn cell(&self, i: usize) -> Option<CellRef<'_>> {
+    pub fn cell(&self, i: usize) -> Option<CellRef<'a>> {
         self.cells().nth(i).flatten()
     }
 
-    /// What the row takes in memory.
-    pub fn memory(&self) -> usize {
-        self.data.len() + ROW_OVERHEAD
+    /// Where the row's record came from.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            topic: Arc::clone(self.topic),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+/// Rows in the order they were first taken: their cells encoded one after another in
+/// one buffer, so that a row costs no allocation of its own. A row replaced by a later
+/// change of its key leaves its old cells behind as garbage until the buffer is
+/// compacted.
+#[derive(Debug, Default)]
+pub struct Rows {
+    data: Vec<u8>,
+    slots: Vec<Slot>,
+    topics: Vec<Arc<str>>,
+    /// Bytes of `data` no row uses any more.
+    garbage: usize,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Row `i`.
+    pub fn get(&self, i: usize) -> Row<'_> {
+        self.row(&self.slots[i])
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Row<'_>> {
+        self.slots.iter().map(|slot| self.row(slot))
+    }
+
+    fn row<'a>(&'a self, slot: &Slot) -> Row<'a> {
+        Row {
+            data: &self.data[slot.start..slot.start + slot.len as usize],
+            delete: slot.delete,
+            topic: &self.topics[slot.topic as usize],
+            partition: slot.partition,
+            offset: slot.offset,
+        }
+    }
+
+    /// What the rows take in memory, garbage included.
+    fn memory(&self) -> usize {
+        self.data.len() + self.slots.len() * std::mem::size_of::<Slot>()
+    }
+
+    /// The index of `topic` in `topics` (records come from a few topics, the last one
+    /// most often).
+    fn topic_index(&mut self, topic: &Arc<str>) -> u32 {
+        let found = match self.topics.last() {
+            Some(last) if Arc::ptr_eq(last, topic) || last == topic => Some(self.topics.len() - 1),
+            _ => self.topics.iter().position(|t| t == topic),
+        };
+        let i = found.unwrap_or_else(|| {
+            self.topics.push(Arc::clone(topic));
+            self.topics.len() - 1
+        });
+        u32::try_from(i).unwrap_or(u32::MAX)
+    }
+
+    /// The slot of cells `data[start..start + len]` of the record `at`.
+    fn slot(&mut self, start: usize, len: usize, delete: bool, at: At<'_>) -> Slot {
+        Slot {
+            start,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+            topic: self.topic_index(at.topic),
+            partition: at.partition,
+            offset: at.offset,
+            delete,
+        }
+    }
+
+    /// Appends a row of `cells`.
+    pub fn push(&mut self, cells: &[Option<Cell>], delete: bool, at: At<'_>) {
+        let start = self.data.len();
+        encode_row(&mut self.data, cells);
+        let slot = self.slot(start, self.data.len() - start, delete, at);
+        self.slots.push(slot);
+    }
+
+    /// Replaces row `i` with the cells appended from `start`: in the old cells' place
+    /// when they fit there (a key's changes are mostly alike in size).
+    fn replace(&mut self, i: usize, start: usize, delete: bool, at: At<'_>) {
+        let old = self.slots[i];
+        let len = self.data.len() - start;
+        let slot = if len <= old.len as usize {
+            self.data.copy_within(start.., old.start);
+            self.data.truncate(start);
+            self.garbage += old.len as usize - len;
+            self.slot(old.start, len, delete, at)
+        } else {
+            self.garbage += old.len as usize;
+            self.slot(start, len, delete, at)
+        };
+        self.slots[i] = slot;
+        // Compacting copies the live rows: once they are at most half of the buffer,
+        // it costs at most one more copy of every byte appended.
+        if self.garbage > 1 << 20 && self.garbage > self.data.len() / 2 {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        let mut data = Vec::with_capacity((self.data.len() - self.garbage) * 5 / 4);
+        for slot in &mut self.slots {
+            let start = data.len();
+            data.extend_from_slice(&self.data[slot.start..slot.start + slot.len as usize]);
+            slot.start = start;
+        }
+        self.data = data;
+        self.garbage = 0;
+    }
+}
+
+/// Appends `cells` in the encoding of [`Row`].
+fn encode_row(out: &mut Vec<u8>, cells: &[Option<Cell>]) {
+    for cell in cells {
+        encode_cell(out, cell.as_ref().map(Cell::as_cell_ref));
+    }
+}
+
+/// A key of the index by key: the hash and the encoded cells of the key columns (its
+/// identity), and its row. Identities of up to [`INLINE`] bytes (a numeric key, a short
+/// text) are kept in the entry, so that looking a key up reads no row; longer ones in
+/// the index's own buffer.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    hash: u64,
+    row: u32,
+    /// The identity's length when inline; [`SPILLED`]: `inline` holds where it is in
+    /// the buffer (start, length).
+    len: u8,
+    inline: [u8; INLINE],
+}
+
+const INLINE: usize = 19;
+const SPILLED: u8 = u8::MAX;
+
+impl Entry {
+    fn new(hash: u64, row: usize, identity: &[u8], spill: &mut Vec<u8>) -> Entry {
+        let mut inline = [0u8; INLINE];
+        let len = if identity.len() <= INLINE {
+            inline[..identity.len()].copy_from_slice(identity);
+            identity.len() as u8
+        } else {
+            inline[..8].copy_from_slice(&(spill.len() as u64).to_le_bytes());
+            inline[8..12].copy_from_slice(&(identity.len() as u32).to_le_bytes());
+            spill.extend_from_slice(identity);
+            SPILLED
+        };
+        Entry {
+            hash,
+            row: u32::try_from(row).unwrap_or(u32::MAX),
+            len,
+            inline,
+        }
+    }
+
+    fn identity<'a>(&'a self, spill: &'a [u8]) -> &'a [u8] {
+        if self.len == SPILLED {
+            let mut start = [0u8; 8];
+            start.copy_from_slice(&self.inline[..8]);
+            let mut len = [0u8; 4];
+            len.copy_from_slice(&self.inline[8..12]);
+            let start = u64::from_le_bytes(start) as usize;
+            &spill[start..start + u32::from_le_bytes(len) as usize]
+        } else {
+            &self.inline[..usize::from(self.len)]
+        }
     }
 }
 
@@ -260,13 +416,17 @@ pub struct TableBatch {
     /// The table's columns as the records describe them, then the sink's own.
     pub columns: Vec<Column>,
     by_name: HashMap<String, usize>,
-    pub rows: Vec<Row>,
-    /// The row of each key, by the hash of its identity (the key cells as rows encode
-    /// them): the identity is compared in the row, not kept twice.
-    by_key: HashTable<(u64, usize)>,
+    /// The indexes of the key columns.
+    keys: Vec<usize>,
+    pub rows: Rows,
+    /// The row of each key, by its identity (the key cells as rows encode them).
+    by_key: HashTable<Entry>,
+    /// Identities too long for their entry.
+    spill: Vec<u8>,
     hasher: DefaultHashBuilder,
-    /// What the rows and the index by key take in memory.
-    memory: usize,
+    /// A record's cells by column, and its identity, while it is taken.
+    cells: Vec<Option<Cell>>,
+    identity: Vec<u8>,
     /// A `TRUNCATE` came before the rows: empty the table first.
     pub truncate: bool,
     /// Whether the columns came from a registered schema (otherwise they are inferred
@@ -285,10 +445,13 @@ impl TableBatch {
             table,
             columns: Vec::new(),
             by_name: HashMap::new(),
-            rows: Vec::new(),
+            keys: Vec::new(),
+            rows: Rows::default(),
             by_key: HashTable::new(),
+            spill: Vec::new(),
             hasher: DefaultHashBuilder::default(),
-            memory: 0,
+            cells: Vec::new(),
+            identity: Vec::new(),
             truncate: false,
             declared: false,
             mode,
@@ -302,19 +465,9 @@ impl TableBatch {
         self.rows.is_empty() && !self.truncate
     }
 
-    /// What the buffered rows take in memory.
+    /// What the buffered rows and the index by key take in memory.
     pub fn memory(&self) -> usize {
-        self.memory
-    }
-
-    /// The indexes of the key columns.
-    pub fn key_indexes(&self) -> Vec<usize> {
-        self.columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.key)
-            .map(|(i, _)| i)
-            .collect()
+        self.rows.memory() + self.by_key.capacity() * (std::mem::size_of::<Entry>() + 1) + self.spill.capacity()
     }
 
     /// Takes the columns of a record's schema (`declared`), adding any not seen yet and
@@ -349,6 +502,13 @@ impl TableBatch {
                 });
             }
         }
+        self.keys = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.key)
+            .map(|(i, _)| i)
+            .collect();
     }
 
     fn add_column(&mut self, column: Column) {
@@ -359,7 +519,7 @@ impl TableBatch {
     /// Decodes one record's value and adds its change. `key_fields`: the record key's
     /// field names, for tables whose schema marks no key. The error is the reason to
     /// dead-letter the record.
-    pub fn add(&mut self, origin: Origin, value: &[u8], timestamp: i64, key_fields: &[String]) -> Result<(), String> {
+    pub fn add(&mut self, at: At<'_>, value: &[u8], timestamp: i64, key_fields: &[String]) -> Result<(), String> {
         self.records += 1;
         // Change envelopes parse straight into their fields; anything else is a plain
         // row (an upsert of it).
@@ -384,9 +544,7 @@ impl TableBatch {
             "d" => true,
             "t" => {
                 if self.mode == Mode::Upsert {
-                    self.rows.clear();
-                    self.by_key.clear();
-                    self.memory = 0;
+                    self.clear_rows();
                     self.truncate = true;
                     return Ok(());
                 }
@@ -413,7 +571,26 @@ impl TableBatch {
         if !self.declared {
             self.infer_columns(&image, key_fields);
         }
-        let mut cells: Vec<Option<Cell>> = vec![None; self.columns.len()];
+        let mut cells = std::mem::take(&mut self.cells);
+        cells.clear();
+        cells.resize(self.columns.len(), None);
+        let result = self.take(&mut cells, &envelope, image, op, delete, ts_ms, at);
+        self.cells = cells;
+        result
+    }
+
+    /// Takes the change of a record, decoded from `image`, into the batch.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        cells: &mut [Option<Cell>],
+        envelope: &Envelope<'_>,
+        image: Vec<(Cow<'_, str>, Value)>,
+        op: &str,
+        delete: bool,
+        ts_ms: i64,
+        at: At<'_>,
+    ) -> Result<(), String> {
         for (position, (name, value)) in image.into_iter().enumerate() {
             // Images list their fields in the schema's order: try the column at the
             // same position before looking the name up.
@@ -452,47 +629,41 @@ impl TableBatch {
                     ("__lsn", Some(source.and_then(|s| s.lsn).map_or(Cell::Null, Cell::Int))),
                     ("__seq", Some(source.and_then(|s| s.seq).map_or(Cell::Null, Cell::Int))),
                     ("__unchanged", Some(unchanged.map_or(Cell::Null, Cell::Text))),
-                    ("__topic", Some(Cell::Text(origin.topic.to_string()))),
-                    ("__partition", Some(Cell::Int(i64::from(origin.partition)))),
-                    ("__offset", Some(Cell::Int(origin.offset))),
+                    ("__topic", Some(Cell::Text(at.topic.to_string()))),
+                    ("__partition", Some(Cell::Int(i64::from(at.partition)))),
+                    ("__offset", Some(Cell::Int(at.offset))),
                 ];
                 for (name, cell) in meta {
                     if let Some(&i) = self.by_name.get(name) {
                         cells[i] = cell;
                     }
                 }
-                let row = Row::new(&cells, false, origin);
-                self.memory += row.memory();
-                self.rows.push(row);
+                self.rows.push(cells, false, at);
                 Ok(())
             }
             Mode::Upsert => {
-                let keys = self.key_indexes();
-                if keys.is_empty() {
+                if self.keys.is_empty() {
                     return Err(format!(
                         "table `{}` has no primary key (neither in its schema nor in the record key): use mode = \"history\"",
                         self.table
                     ));
                 }
-                let mut identity = Vec::with_capacity(16);
-                for &k in &keys {
+                let mut identity = std::mem::take(&mut self.identity);
+                identity.clear();
+                for &k in &self.keys {
                     match &cells[k] {
                         Some(Cell::Null) | None => {
+                            self.identity = identity;
                             return Err(format!("key column `{}` is null or missing", self.columns[k].name));
                         }
                         Some(cell) => encode_cell(&mut identity, Some(cell.as_cell_ref())),
                     }
                 }
                 if self.delete_mode == DeleteMode::Soft {
-                    self.soft_delete_cells(&mut cells, delete, ts_ms, &keys);
+                    self.soft_delete_cells(cells, delete, ts_ms);
                 }
-                self.put(
-                    &keys,
-                    &identity,
-                    cells,
-                    delete && self.delete_mode == DeleteMode::Hard,
-                    origin,
-                );
+                self.put(&identity, cells, delete && self.delete_mode == DeleteMode::Hard, at);
+                self.identity = identity;
                 Ok(())
             }
         }
@@ -500,7 +671,7 @@ impl TableBatch {
 
     /// Soft deletes: a delete keeps every column but the key and sets the flags; other
     /// changes clear them.
-    fn soft_delete_cells(&self, cells: &mut [Option<Cell>], delete: bool, ts_ms: i64, keys: &[usize]) {
+    fn soft_delete_cells(&self, cells: &mut [Option<Cell>], delete: bool, ts_ms: i64) {
         for (i, column) in self.columns.iter().enumerate() {
             match column.name.as_str() {
                 "__deleted" => cells[i] = Some(Cell::Bool(delete)),
@@ -511,47 +682,50 @@ impl TableBatch {
                         Cell::Null
                     })
                 }
-                _ if delete && !keys.contains(&i) => cells[i] = None,
+                _ if delete && !self.keys.contains(&i) => cells[i] = None,
                 _ => {}
             }
         }
     }
 
     /// Keeps the change as the last of its key (`identity`: the cells of the key
-    /// columns `keys`, encoded), merging what an update left out from the key's earlier
-    /// change in this batch.
-    fn put(&mut self, keys: &[usize], identity: &[u8], mut cells: Vec<Option<Cell>>, delete: bool, origin: Origin) {
+    /// columns, encoded), merging what an update left out from the key's earlier change
+    /// in this batch.
+    fn put(&mut self, identity: &[u8], cells: &[Option<Cell>], delete: bool, at: At<'_>) {
         let hash = self.hasher.hash_one(identity);
-        let rows = &self.rows;
+        let spill = &self.spill;
         let found = self
             .by_key
-            .find(hash, |&(h, i)| h == hash && rows[i].has_identity(keys, identity))
-            .map(|&(_, i)| i);
-        match found {
-            Some(i) => {
-                let earlier = &self.rows[i];
-                if !delete && cells.iter().any(Option::is_none) {
-                    for (cell, old) in cells.iter_mut().zip(earlier.cells()) {
-                        if cell.is_none() {
-                            *cell = if earlier.delete {
-                                Some(Cell::Null)
-                            } else {
-                                old.map(CellRef::to_cell)
-                            };
-                        }
-                    }
-                }
-                let row = Row::new(&cells, delete, origin);
-                self.memory = self.memory + row.memory() - earlier.memory();
-                self.rows[i] = row;
+            .find(hash, |e| e.hash == hash && e.identity(spill) == identity)
+            .map(|e| e.row as usize);
+        let Some(i) = found else {
+            let row = self.rows.len();
+            self.rows.push(cells, delete, at);
+            let entry = Entry::new(hash, row, identity, &mut self.spill);
+            self.by_key.insert_unique(hash, entry, |e| e.hash);
+            return;
+        };
+        let start = self.rows.data.len();
+        if !delete && cells.iter().any(Option::is_none) {
+            // The earlier change's cells are read from the buffer the merged row is
+            // appended to: encode into a copy of them.
+            let earlier = self.rows.get(i);
+            let mut merged = Vec::with_capacity(earlier.data.len() + 16);
+            let mut old = earlier.cells();
+            for cell in cells {
+                let before = old.next().flatten();
+                let cell = match cell {
+                    Some(cell) => Some(cell.as_cell_ref()),
+                    None if earlier.delete => Some(CellRef::Null),
+                    None => before,
+                };
+                encode_cell(&mut merged, cell);
             }
-            None => {
-                let row = Row::new(&cells, delete, origin);
-                self.memory += row.memory() + KEY_OVERHEAD;
-                self.by_key.insert_unique(hash, (hash, self.rows.len()), |&(h, _)| h);
-                self.rows.push(row);
-            }
+            self.rows.data.extend_from_slice(&merged);
+        } else {
+            encode_row(&mut self.rows.data, cells);
         }
+        self.rows.replace(i, start, delete, at);
     }
 
     /// Adds columns for fields of a record without a registered schema.
@@ -573,16 +747,21 @@ impl TableBatch {
 
     /// Takes the rows (and whether a truncate comes first), leaving the batch empty
     /// with its columns.
-    pub fn take_rows(&mut self) -> (Vec<Row>, bool) {
-        // A new index rather than a cleared one: the old one's table would stay as large
-        // as the largest batch.
-        self.by_key = HashTable::new();
-        self.memory = 0;
+    pub fn take_rows(&mut self) -> (Rows, bool) {
+        let rows = std::mem::take(&mut self.rows);
+        // Sized for a batch like this one (under a backlog the next one is), rather than
+        // as large as the largest batch, or grown from nothing again.
+        let keys = if self.mode == Mode::Upsert { rows.len() } else { 0 };
+        self.by_key = HashTable::with_capacity(keys);
+        self.spill = Vec::new();
         self.records = 0;
-        (
-            std::mem::take(&mut self.rows),
-            std::mem::replace(&mut self.truncate, false),
-        )
+        (rows, std::mem::replace(&mut self.truncate, false))
+    }
+
+    fn clear_rows(&mut self) {
+        self.rows = Rows::default();
+        self.by_key = HashTable::new();
+        self.spill = Vec::new();
     }
 }
 
@@ -664,9 +843,11 @@ fn timestamp_text(ms: i64, dialect: DialectKind) -> String {
 mod tests {
     use super::*;
 
-    fn origin(offset: i64) -> Origin {
-        Origin {
-            topic: Arc::from("t"),
+    static TOPIC: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from("t"));
+
+    fn origin(offset: i64) -> At<'static> {
+        At {
+            topic: &TOPIC,
             partition: 0,
             offset,
         }
@@ -722,9 +903,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(b.rows.len(), 2);
-        assert_eq!(b.rows[0].cell(1), Some(CellRef::Text("y")));
-        assert_eq!(b.rows[0].cell(2), Some(CellRef::Text("B")));
-        assert_eq!(b.rows[1].cell(2), None);
+        assert_eq!(b.rows.get(0).cell(1), Some(CellRef::Text("y")));
+        assert_eq!(b.rows.get(0).cell(2), Some(CellRef::Text("B")));
+        assert_eq!(b.rows.get(1).cell(2), None);
         b.add(
             origin(3),
             br#"{"before":{"id":1},"after":null,"op":"d","ts_ms":3}"#,
@@ -732,8 +913,8 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert!(b.rows[0].delete);
-        assert_eq!(b.rows[0].origin.offset, 3);
+        assert!(b.rows.get(0).delete);
+        assert_eq!(b.rows.get(0).origin().offset, 3);
         let err = b
             .add(origin(4), br#"{"after":{"id":"x"},"op":"c"}"#, 0, &[])
             .unwrap_err();
@@ -758,7 +939,7 @@ mod tests {
         assert_eq!(h.rows.len(), 3);
         assert_eq!(h.columns.len(), 3 + HISTORY_COLUMNS.len());
         let lsn = h.columns.iter().position(|c| c.name == "__lsn").unwrap();
-        assert_eq!(h.rows[0].cell(lsn), Some(CellRef::Int(77)));
+        assert_eq!(h.rows.get(0).cell(lsn), Some(CellRef::Int(77)));
 
         let mut s = batch(Mode::Upsert, DeleteMode::Soft);
         s.add(
@@ -768,10 +949,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert!(!s.rows[0].delete);
-        assert_eq!(s.rows[0].cell(1), None);
-        assert_eq!(s.rows[0].cell(3), Some(CellRef::Bool(true)));
-        assert_eq!(s.rows[0].cell(4), Some(CellRef::Text("1970-01-01T00:00:01.000Z")));
+        assert!(!s.rows.get(0).delete);
+        assert_eq!(s.rows.get(0).cell(1), None);
+        assert_eq!(s.rows.get(0).cell(3), Some(CellRef::Bool(true)));
+        assert_eq!(s.rows.get(0).cell(4), Some(CellRef::Text("1970-01-01T00:00:01.000Z")));
     }
 
     #[test]
@@ -784,7 +965,7 @@ mod tests {
         assert_eq!(b.columns.len(), 3);
         assert!(b.columns[0].key);
         assert_eq!(b.columns[2].ty, ColumnType::Float64);
-        assert_eq!(b.rows[0].cell(2), None);
+        assert_eq!(b.rows.get(0).cell(2), None);
     }
 
     #[test]
@@ -816,9 +997,60 @@ mod tests {
             b.add(origin(offset as i64), value.as_bytes(), 0, &[]).unwrap();
             assert_eq!(b.rows.len(), *rows, "after {after}");
         }
-        assert_eq!(b.rows[0].cell(0), Some(CellRef::Text("4")));
-        assert_eq!(b.rows[0].cell(2), Some(CellRef::Text("w")));
-        assert_eq!(b.rows[3].cell(2), None, "a new key merges nothing");
+        assert_eq!(b.rows.get(0).cell(0), Some(CellRef::Text("4")));
+        assert_eq!(b.rows.get(0).cell(2), Some(CellRef::Text("w")));
+        assert_eq!(b.rows.get(3).cell(2), None, "a new key merges nothing");
+    }
+
+    #[test]
+    fn many_changes_of_long_keys_find_their_row_and_the_garbage_is_compacted() {
+        let mut b = TableBatch::new("t".into(), Mode::Upsert, DeleteMode::Hard, DialectKind::Postgres);
+        b.use_columns(
+            &[
+                Column {
+                    name: "k".into(),
+                    ty: ColumnType::Text,
+                    key: true,
+                },
+                Column {
+                    name: "v".into(),
+                    ty: ColumnType::Text,
+                    key: false,
+                },
+            ],
+            true,
+        );
+        // Values of changing length: a change longer than the one before is appended,
+        // a shorter one leaves bytes unused.
+        let v = |n: i64| format!("{n}{}", "x".repeat((n % 7) as usize * 3));
+        let other: Arc<str> = Arc::from("other");
+        let long = "k".repeat(30);
+        for n in 0..100_000i64 {
+            let value = format!(r#"{{"after":{{"k":"{long}-{}","v":"{}"}},"op":"u"}}"#, n % 100, v(n));
+            let topic = if n % 2 == 0 { &*TOPIC } else { &other };
+            let at = At {
+                topic,
+                partition: 1,
+                offset: n,
+            };
+            b.add(at, value.as_bytes(), 0, &[]).unwrap();
+        }
+        assert_eq!(b.rows.len(), 100);
+        for (i, row) in b.rows.iter().enumerate() {
+            let last = 99_900 + i as i64;
+            assert_eq!(row.cell(0), Some(CellRef::Text(&format!("{long}-{i}"))));
+            assert_eq!(row.cell(1), Some(CellRef::Text(&v(last))));
+            let origin = row.origin();
+            assert_eq!((origin.offset, origin.partition), (last, 1));
+            assert_eq!(&*origin.topic, if last % 2 == 0 { "t" } else { "other" });
+        }
+        // Over 100,000 changes of about 60 bytes, most appended; the bytes no row uses
+        // are dropped once they are more than half of the buffer (and 1 MiB).
+        assert!(b.rows.data.len() < 3 << 19, "{} bytes", b.rows.data.len());
+        assert!(b.rows.data.len() >= b.rows.garbage + 100 * 45);
+        let (rows, truncate) = b.take_rows();
+        assert_eq!((rows.len(), truncate), (100, false));
+        assert!(b.rows.is_empty() && b.is_empty());
     }
 
     #[test]
@@ -836,11 +1068,13 @@ mod tests {
             Some(Cell::Bytes(vec![0, 0x80, 0xff])),
             None,
         ];
-        let row = Row::new(&cells, false, origin(0));
+        let mut rows = Rows::default();
+        rows.push(&cells, false, origin(0));
+        let row = rows.get(0);
         let back: Vec<Option<Cell>> = row.cells().map(|c| c.map(CellRef::to_cell)).collect();
         assert_eq!(back, cells);
         assert_eq!(row.cell(7), Some(CellRef::Text(&long)));
         assert_eq!(row.cell(10), None, "a column added after the row is kept");
-        assert!(row.memory() > long.len());
+        assert!(rows.memory() > long.len());
     }
 }

@@ -22,7 +22,7 @@ use plexus_connector::{
 use tokio::task::JoinHandle;
 
 use crate::apply::{Chunk, apply_chunks, dead_letter_record, prepare_table};
-use crate::batch::{Origin, TableBatch, key_fields};
+use crate::batch::{At, TableBatch, key_fields};
 use crate::config::{Mode, SqlSinkConfig};
 use crate::dialect::{CatalogColumn, TableName, Target};
 use crate::error::SqlError;
@@ -336,14 +336,11 @@ impl Sink for SqlSink {
                 // A tombstone: the delete before it did the work.
                 continue;
             };
-            let table = match self.tables.get(&record.topic) {
-                Some(table) => table.clone(),
-                None => {
-                    let table = self.config.table_for(&record.topic);
-                    self.tables.insert(Arc::clone(&record.topic), table.clone());
-                    table
-                }
-            };
+            if !self.tables.contains_key(&record.topic) {
+                let table = self.config.table_for(&record.topic);
+                self.tables.insert(Arc::clone(&record.topic), table);
+            }
+            let table = &self.tables[&record.topic];
             let schema_id = record
                 .headers
                 .iter()
@@ -351,9 +348,10 @@ impl Sink for SqlSink {
                 .and_then(|h| h.value.as_ref())
                 .and_then(|v| std::str::from_utf8(v).ok());
             let columns = match schema_id {
-                Some(id) if self.batch_schema.get(&table).map(String::as_str) != Some(id) => {
+                Some(id) if self.batch_schema.get(table).map(String::as_str) != Some(id) => {
+                    let table = table.clone();
                     match self.schema(ctx, id).await? {
-                        Ok(columns) => Some((columns, id.to_owned())),
+                        Ok(columns) => Some((columns, id.to_owned(), table)),
                         Err(reason) => {
                             dead_letter_record(ctx, &record, &reason)?;
                             continue;
@@ -362,29 +360,38 @@ impl Sink for SqlSink {
                 }
                 _ => None,
             };
-            let batch = self
-                .batches
-                .entry(table.clone())
-                .or_insert_with(|| TableBatch::new(table.clone(), self.config.mode, self.config.delete_mode, dialect));
-            if let Some((columns, id)) = columns {
+            let table = &self.tables[&record.topic];
+            if !self.batches.contains_key(table) {
+                let batch = TableBatch::new(table.clone(), self.config.mode, self.config.delete_mode, dialect);
+                self.batches.insert(table.clone(), batch);
+            }
+            let Some(batch) = self.batches.get_mut(table) else {
+                return Err(ConnectorError::fatal(format!(
+                    "the sql sink lost its batch for `{table}`"
+                )));
+            };
+            if let Some((columns, id, table)) = columns {
                 batch.use_columns(&columns, true);
-                self.batch_schema.insert(table.clone(), id);
+                self.batch_schema.insert(table, id);
             }
             let keys = if batch.declared {
                 Vec::new()
             } else {
                 key_fields(record.key.as_deref())
             };
-            let origin = Origin {
-                topic: Arc::clone(&record.topic),
+            let at = At {
+                topic: &record.topic,
                 partition: record.partition,
                 offset: record.offset,
             };
-            match batch.add(origin, value, record.timestamp, &keys) {
+            match batch.add(at, value, record.timestamp, &keys) {
                 Ok(()) => {
                     self.gathering_since.get_or_insert_with(Instant::now);
                 }
-                Err(reason) => dead_letter_record(ctx, &record, &format!("table `{table}`: {reason}"))?,
+                Err(reason) => {
+                    let reason = format!("table `{}`: {reason}", batch.table);
+                    dead_letter_record(ctx, &record, &reason)?;
+                }
             }
         }
         // A full batch waits for the commit under way; under a backlog, a ripe one

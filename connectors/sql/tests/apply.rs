@@ -310,6 +310,16 @@ async fn history(db: &TestDb) {
         db.query("SELECT id, name, __op, __lsn, __topic, __partition, __offset FROM orders_history ORDER BY __offset"),
         "1|a|c|100|pg.public.orders|0|0\n1|b|u|100|pg.public.orders|0|1\n1|c|u|100|pg.public.orders|0|2\n1||d|100|pg.public.orders|0|3"
     );
+    if let TestDb::Postgres(_) = db {
+        // Only tables updated in place leave room on their pages (`fillfactor`).
+        let options = |table: &str| {
+            db.query(&format!(
+                "SELECT coalesce(array_to_string(reloptions, ','), '-') FROM pg_class WHERE relname = '{table}'"
+            ))
+        };
+        assert_eq!(options("orders"), "fillfactor=70");
+        assert_eq!(options("orders_history"), "-");
+    }
 }
 
 /// The table template, per-topic overrides, records without a schema.

@@ -181,13 +181,13 @@ pub struct Group<'a> {
     pub keys: &'a [usize],
     /// Columns set on update (the rest keep the target's values).
     pub update: Vec<usize>,
-    pub rows: Vec<&'a Row>,
+    pub rows: Vec<Row<'a>>,
     pub kind: GroupKind,
 }
 
 impl Group<'_> {
     /// A row's cells by column into `out`, with a not-provided value staged as NULL.
-    pub fn cells_into<'r>(&self, row: &'r Row, out: &mut Vec<CellRef<'r>>) {
+    pub fn cells_into<'r>(&self, row: &Row<'r>, out: &mut Vec<CellRef<'r>>) {
         out.clear();
         out.extend(row.cells().map(|c| c.unwrap_or(CellRef::Null)));
         out.resize(self.columns.len().max(out.len()), CellRef::Null);
@@ -358,7 +358,7 @@ pub(crate) fn column_list(dialect: DialectKind, columns: &[Column], indexes: &[u
 
 /// Rows per multi-row statement: within the placeholder limit (MySQL 65,535, SQLite
 /// 32,766), `batch_rows`, and about 4 MiB of values.
-pub(crate) fn chunks<'a>(rows: &'a [&'a Row], staged: &[usize], batch_rows: usize) -> Vec<&'a [&'a Row]> {
+pub(crate) fn chunks<'a, 'r>(rows: &'a [Row<'r>], staged: &[usize], batch_rows: usize) -> Vec<&'a [Row<'r>]> {
     let per_row = staged.len().max(1);
     let by_params = (30_000 / per_row).max(1);
     let limit = batch_rows.min(by_params).max(1);
