@@ -145,6 +145,7 @@ impl Rows {
     }
 
     /// Row `i`.
+    #[cfg(test)]
     pub fn get(&self, i: usize) -> Row<'_> {
         self.row(&self.slots[i])
     }
@@ -202,12 +203,11 @@ impl Rows {
         self.slots.push(slot);
     }
 
-    /// Replaces row `i` with the cells appended from `start`: in the old cells' place
-    /// when they fit there (a key's changes are mostly alike in size).
-    fn replace(&mut self, i: usize, start: usize, delete: bool, at: At<'_>) {
-        let old = self.slots[i];
+    /// The slot of the cells appended from `start`, replacing those of `old`: in their
+    /// place when they fit there (a key's changes are mostly alike in size).
+    fn place(&mut self, old: Slot, start: usize, delete: bool, at: At<'_>) -> Slot {
         let len = self.data.len() - start;
-        let slot = if len <= old.len as usize {
+        if len <= old.len as usize {
             self.data.copy_within(start.., old.start);
             self.data.truncate(start);
             self.garbage += old.len as usize - len;
@@ -215,18 +215,20 @@ impl Rows {
         } else {
             self.garbage += old.len as usize;
             self.slot(start, len, delete, at)
-        };
-        self.slots[i] = slot;
-        // Compacting copies the live rows: once they are at most half of the buffer,
-        // it costs at most one more copy of every byte appended.
-        if self.garbage > 1 << 20 && self.garbage > self.data.len() / 2 {
-            self.compact();
         }
     }
 
-    fn compact(&mut self) {
+    /// Whether the bytes no row uses are worth dropping: compacting copies the live
+    /// rows, and once they are at most half of the buffer, it costs at most one more
+    /// copy of every byte appended.
+    fn wasteful(&self) -> bool {
+        self.garbage > 1 << 20 && self.garbage > self.data.len() / 2
+    }
+
+    /// Copies the cells of `slots` (every live row) into a new buffer.
+    fn compact<'s>(&mut self, slots: impl Iterator<Item = &'s mut Slot>) {
         let mut data = Vec::with_capacity((self.data.len() - self.garbage) * 5 / 4);
-        for slot in &mut self.slots {
+        for slot in slots {
             let start = data.len();
             data.extend_from_slice(&self.data[slot.start..slot.start + slot.len as usize]);
             slot.start = start;
@@ -244,12 +246,14 @@ fn encode_row(out: &mut Vec<u8>, cells: &[Option<Cell>]) {
 }
 
 /// A key of the index by key: the hash and the encoded cells of the key columns (its
-/// identity), and its row. Identities of up to [`INLINE`] bytes (a numeric key, a short
-/// text) are kept in the entry, so that looking a key up reads no row; longer ones in
-/// the index's own buffer.
+/// identity), and its row: where the row is in the order of the batch, and its slot.
+/// Identities of up to [`INLINE`] bytes (a numeric key, a short text) are kept in the
+/// entry, so that looking a key up and replacing its row reads nothing else; longer
+/// ones in the index's own buffer.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     hash: u64,
+    slot: Slot,
     row: u32,
     /// The identity's length when inline; [`SPILLED`]: `inline` holds where it is in
     /// the buffer (start, length).
@@ -261,7 +265,7 @@ const INLINE: usize = 19;
 const SPILLED: u8 = u8::MAX;
 
 impl Entry {
-    fn new(hash: u64, row: usize, identity: &[u8], spill: &mut Vec<u8>) -> Entry {
+    fn new(hash: u64, slot: Slot, row: usize, identity: &[u8], spill: &mut Vec<u8>) -> Entry {
         let mut inline = [0u8; INLINE];
         let len = if identity.len() <= INLINE {
             inline[..identity.len()].copy_from_slice(identity);
@@ -274,6 +278,7 @@ impl Entry {
         };
         Entry {
             hash,
+            slot,
             row: u32::try_from(row).unwrap_or(u32::MAX),
             len,
             inline,
@@ -383,10 +388,29 @@ fn take_len(bytes: &mut &[u8]) -> Option<usize> {
     None
 }
 
-/// A change event's value as the sink reads it (see `connectors/datagen/ENVELOPE.md`):
-/// the images are parsed only once the op says which one is needed.
+/// A change event's value as the sink reads it (see `connectors/datagen/ENVELOPE.md`),
+/// in one pass: `after` (what all but deletes need) is parsed with the envelope,
+/// `before` only once the op says it is a delete.
 #[derive(Debug, Deserialize)]
 struct Envelope<'a> {
+    #[serde(default, borrow)]
+    before: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    after: Option<Image<'a>>,
+    #[serde(default, borrow)]
+    op: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ts_ms: Option<i64>,
+    #[serde(default)]
+    source: Option<SourceInfo>,
+    #[serde(default)]
+    unchanged: Vec<String>,
+}
+
+/// An envelope with both images unparsed: read when [`Envelope`] cannot be, to tell
+/// which part is wrong, or that the value is a plain row.
+#[derive(Debug, Deserialize)]
+struct RawEnvelope<'a> {
     #[serde(default, borrow)]
     before: Option<&'a RawValue>,
     #[serde(default, borrow)]
@@ -418,7 +442,9 @@ pub struct TableBatch {
     by_name: HashMap<String, usize>,
     /// The indexes of the key columns.
     keys: Vec<usize>,
-    pub rows: Rows,
+    /// The rows: in history mode, their slots too; in upsert mode the slots are in the
+    /// index by key until the rows are taken.
+    rows: Rows,
     /// The row of each key, by its identity (the key cells as rows encode them).
     by_key: HashTable<Entry>,
     /// Identities too long for their entry.
@@ -462,7 +488,7 @@ impl TableBatch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && !self.truncate
+        self.rows.is_empty() && self.by_key.is_empty() && !self.truncate
     }
 
     /// What the buffered rows and the index by key take in memory.
@@ -524,19 +550,9 @@ impl TableBatch {
         // Change envelopes parse straight into their fields; anything else is a plain
         // row (an upsert of it).
         let text = std::str::from_utf8(value).map_err(|e| format!("the value is not UTF-8 JSON: {e}"))?;
-        let envelope = match serde_json::from_str::<Envelope<'_>>(text) {
+        let mut envelope = match serde_json::from_str::<Envelope<'_>>(text) {
             Ok(envelope) if envelope.op.is_some() => envelope,
-            _ => Envelope {
-                before: None,
-                after: Some(
-                    serde_json::from_str::<&RawValue>(text)
-                        .map_err(|e| format!("the value is not a JSON object: {e}"))?,
-                ),
-                op: Some("c".into()),
-                ts_ms: Some(timestamp),
-                source: None,
-                unchanged: Vec::new(),
-            },
+            _ => slow_envelope(text, timestamp)?,
         };
         let op = envelope.op.as_deref().unwrap_or("c");
         let delete = match op {
@@ -553,20 +569,17 @@ impl TableBatch {
             other => return Err(format!("unknown op `{other}`")),
         };
         let ts_ms = envelope.ts_ms.unwrap_or(timestamp);
-        let (image, side) = if delete {
-            (envelope.before, "before")
+        let image = if delete {
+            let before = envelope.before.ok_or("a delete without `before`: the key is unknown")?;
+            serde_json::from_str::<Image<'_>>(before.get())
+                .map_err(|e| format!("`before` is not a JSON object: {e}"))?
+                .0
         } else {
-            (envelope.after, "after")
-        };
-        let image = match image {
-            Some(image) => {
-                serde_json::from_str::<Image<'_>>(image.get())
-                    .map_err(|e| format!("`{side}` is not a JSON object: {e}"))?
-                    .0
+            match envelope.after.take() {
+                Some(image) => image.0,
+                None if op == "t" => Vec::new(),
+                None => return Err(format!("op `{op}` without `after`")),
             }
-            None if op == "t" => Vec::new(),
-            None if delete => return Err("a delete without `before`: the key is unknown".into()),
-            None => return Err(format!("op `{op}` without `after`")),
         };
         if !self.declared {
             self.infer_columns(&image, key_fields);
@@ -693,39 +706,80 @@ impl TableBatch {
     /// in this batch.
     fn put(&mut self, identity: &[u8], cells: &[Option<Cell>], delete: bool, at: At<'_>) {
         let hash = self.hasher.hash_one(identity);
+        let rows = &mut self.rows;
         let spill = &self.spill;
-        let found = self
+        let start = rows.data.len();
+        match self
             .by_key
-            .find(hash, |e| e.hash == hash && e.identity(spill) == identity)
-            .map(|e| e.row as usize);
-        let Some(i) = found else {
-            let row = self.rows.len();
-            self.rows.push(cells, delete, at);
-            let entry = Entry::new(hash, row, identity, &mut self.spill);
-            self.by_key.insert_unique(hash, entry, |e| e.hash);
-            return;
-        };
-        let start = self.rows.data.len();
-        if !delete && cells.iter().any(Option::is_none) {
-            // The earlier change's cells are read from the buffer the merged row is
-            // appended to: encode into a copy of them.
-            let earlier = self.rows.get(i);
-            let mut merged = Vec::with_capacity(earlier.data.len() + 16);
-            let mut old = earlier.cells();
-            for cell in cells {
-                let before = old.next().flatten();
-                let cell = match cell {
-                    Some(cell) => Some(cell.as_cell_ref()),
-                    None if earlier.delete => Some(CellRef::Null),
-                    None => before,
-                };
-                encode_cell(&mut merged, cell);
+            .find_mut(hash, |e| e.hash == hash && e.identity(spill) == identity)
+        {
+            Some(entry) => {
+                if !delete && cells.iter().any(Option::is_none) {
+                    // The earlier change's cells are read from the buffer the merged
+                    // row is appended to: encode into a copy of them.
+                    let earlier = rows.row(&entry.slot);
+                    let mut merged = Vec::with_capacity(earlier.data.len() + 16);
+                    let mut old = earlier.cells();
+                    for cell in cells {
+                        let before = old.next().flatten();
+                        let cell = match cell {
+                            Some(cell) => Some(cell.as_cell_ref()),
+                            None if earlier.delete => Some(CellRef::Null),
+                            None => before,
+                        };
+                        encode_cell(&mut merged, cell);
+                    }
+                    rows.data.extend_from_slice(&merged);
+                } else {
+                    encode_row(&mut rows.data, cells);
+                }
+                entry.slot = rows.place(entry.slot, start, delete, at);
             }
-            self.rows.data.extend_from_slice(&merged);
-        } else {
-            encode_row(&mut self.rows.data, cells);
+            None => {
+                encode_row(&mut rows.data, cells);
+                let slot = rows.slot(start, rows.data.len() - start, delete, at);
+                let entry = Entry::new(hash, slot, self.by_key.len(), identity, &mut self.spill);
+                self.by_key.insert_unique(hash, entry, |e| e.hash);
+            }
         }
-        self.rows.replace(i, start, delete, at);
+        if self.rows.wasteful() {
+            self.rows.compact(self.by_key.iter_mut().map(|e| &mut e.slot));
+        }
+    }
+
+    /// A copy of the rows, in the order their keys were first taken.
+    #[cfg(test)]
+    fn rows(&self) -> Rows {
+        let mut rows = Rows {
+            data: self.rows.data.clone(),
+            slots: self.rows.slots.clone(),
+            topics: self.rows.topics.clone(),
+            garbage: self.rows.garbage,
+        };
+        rows.slots.extend(self.keyed_slots());
+        rows
+    }
+
+    /// The slots of the rows in the index by key, in the order their keys were first
+    /// taken.
+    fn keyed_slots(&self) -> Vec<Slot> {
+        let mut slots = vec![
+            Slot {
+                start: 0,
+                len: 0,
+                topic: 0,
+                partition: 0,
+                offset: 0,
+                delete: false,
+            };
+            self.by_key.len()
+        ];
+        for entry in &self.by_key {
+            if let Some(slot) = slots.get_mut(entry.row as usize) {
+                *slot = entry.slot;
+            }
+        }
+        slots
     }
 
     /// Adds columns for fields of a record without a registered schema.
@@ -748,7 +802,9 @@ impl TableBatch {
     /// Takes the rows (and whether a truncate comes first), leaving the batch empty
     /// with its columns.
     pub fn take_rows(&mut self) -> (Rows, bool) {
-        let rows = std::mem::take(&mut self.rows);
+        let keyed = self.keyed_slots();
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.slots.extend(keyed);
         // Sized for a batch like this one (under a backlog the next one is), rather than
         // as large as the largest batch, or grown from nothing again.
         let keys = if self.mode == Mode::Upsert { rows.len() } else { 0 };
@@ -765,58 +821,93 @@ impl TableBatch {
     }
 }
 
+/// The envelope of a value [`Envelope`] could not read: one with an image that is not
+/// an object (the error says which), or a plain row (an upsert of it).
+fn slow_envelope(text: &str, timestamp: i64) -> Result<Envelope<'_>, String> {
+    match serde_json::from_str::<RawEnvelope<'_>>(text) {
+        Ok(raw) if raw.op.is_some() => {
+            let after = match raw.after {
+                Some(after) if raw.op.as_deref() != Some("d") => Some(
+                    serde_json::from_str::<Image<'_>>(after.get())
+                        .map_err(|e| format!("`after` is not a JSON object: {e}"))?,
+                ),
+                _ => None,
+            };
+            Ok(Envelope {
+                before: raw.before,
+                after,
+                op: raw.op,
+                ts_ms: raw.ts_ms,
+                source: raw.source,
+                unchanged: raw.unchanged,
+            })
+        }
+        _ => Ok(Envelope {
+            before: None,
+            after: Some(
+                serde_json::from_str::<Image<'_>>(text).map_err(|e| format!("the value is not a JSON object: {e}"))?,
+            ),
+            op: Some("c".into()),
+            ts_ms: Some(timestamp),
+            source: None,
+            unchanged: Vec::new(),
+        }),
+    }
+}
+
 /// A row image: its fields in order, the names borrowed from the record where they
 /// have no escapes (a `Map` would allocate every name and sort them).
+#[derive(Debug)]
 struct Image<'a>(Vec<(Cow<'a, str>, Value)>);
 
-impl<'de> Deserialize<'de> for Image<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Image<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = Image<'de>;
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Fields<'a> {
+            type Value = Image<'a>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Image<'de>, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Image<'a>, A::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some((Name(name), value)) = map.next_entry::<Name<'de>, Value>()? {
+                while let Some((Name(name), value)) = map.next_entry::<Name<'a>, Value>()? {
                     fields.push((name, value));
                 }
                 Ok(Image(fields))
             }
         }
-        deserializer.deserialize_map(Fields)
+        deserializer.deserialize_map(Fields(std::marker::PhantomData))
     }
 }
 
 /// A field name, borrowed where it can be.
 struct Name<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Name<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = Name<'de>;
+        struct Text<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Text<'a> {
+            type Value = Name<'a>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a field name")
             }
 
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'a>, E> {
                 Ok(Name(Cow::Borrowed(v)))
             }
 
-            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+            fn visit_str<E>(self, v: &str) -> Result<Name<'a>, E> {
                 Ok(Name(Cow::Owned(v.to_owned())))
             }
 
-            fn visit_string<E>(self, v: String) -> Result<Name<'de>, E> {
+            fn visit_string<E>(self, v: String) -> Result<Name<'a>, E> {
                 Ok(Name(Cow::Owned(v)))
             }
         }
-        deserializer.deserialize_str(Text)
+        deserializer.deserialize_str(Text(std::marker::PhantomData))
     }
 }
 
@@ -902,10 +993,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(b.rows.len(), 2);
-        assert_eq!(b.rows.get(0).cell(1), Some(CellRef::Text("y")));
-        assert_eq!(b.rows.get(0).cell(2), Some(CellRef::Text("B")));
-        assert_eq!(b.rows.get(1).cell(2), None);
+        assert_eq!(b.rows().len(), 2);
+        assert_eq!(b.rows().get(0).cell(1), Some(CellRef::Text("y")));
+        assert_eq!(b.rows().get(0).cell(2), Some(CellRef::Text("B")));
+        assert_eq!(b.rows().get(1).cell(2), None);
         b.add(
             origin(3),
             br#"{"before":{"id":1},"after":null,"op":"d","ts_ms":3}"#,
@@ -913,15 +1004,31 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert!(b.rows.get(0).delete);
-        assert_eq!(b.rows.get(0).origin().offset, 3);
+        assert!(b.rows().get(0).delete);
+        assert_eq!(b.rows().get(0).origin().offset, 3);
         let err = b
             .add(origin(4), br#"{"after":{"id":"x"},"op":"c"}"#, 0, &[])
             .unwrap_err();
         assert!(err.contains("`id`") && err.contains("integer"), "{err}");
         b.add(origin(5), br#"{"op":"t","before":null,"after":null}"#, 0, &[])
             .unwrap();
-        assert!(b.truncate && b.rows.is_empty());
+        assert!(b.truncate && b.rows().is_empty());
+    }
+
+    #[test]
+    fn values_that_are_not_changes_say_which_part_is_wrong() {
+        let mut b = batch(Mode::Upsert, DeleteMode::Hard);
+        let mut err = |value: &str| b.add(origin(0), value.as_bytes(), 0, &[]).unwrap_err();
+        assert!(err(r#"{"after":5,"op":"c"}"#).starts_with("`after` is not a JSON object"));
+        assert!(err(r#"{"before":[1],"after":null,"op":"d"}"#).starts_with("`before` is not a JSON object"));
+        assert!(err(r#"{"before":null,"after":null,"op":"d"}"#).contains("without `before`"));
+        assert!(err(r#"{"after":null,"op":"u"}"#).contains("op `u` without `after`"));
+        assert!(err("42").starts_with("the value is not a JSON object"));
+        assert!(err(r#"{"after":{"id":1},"op":"x"}"#).contains("unknown op `x`"));
+        // A delete's `after` is not read.
+        b.add(origin(1), br#"{"before":{"id":3},"after":7,"op":"d"}"#, 0, &[])
+            .unwrap();
+        assert!(b.rows().get(0).delete);
     }
 
     #[test]
@@ -936,10 +1043,10 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(h.rows.len(), 3);
+        assert_eq!(h.rows().len(), 3);
         assert_eq!(h.columns.len(), 3 + HISTORY_COLUMNS.len());
         let lsn = h.columns.iter().position(|c| c.name == "__lsn").unwrap();
-        assert_eq!(h.rows.get(0).cell(lsn), Some(CellRef::Int(77)));
+        assert_eq!(h.rows().get(0).cell(lsn), Some(CellRef::Int(77)));
 
         let mut s = batch(Mode::Upsert, DeleteMode::Soft);
         s.add(
@@ -949,10 +1056,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert!(!s.rows.get(0).delete);
-        assert_eq!(s.rows.get(0).cell(1), None);
-        assert_eq!(s.rows.get(0).cell(3), Some(CellRef::Bool(true)));
-        assert_eq!(s.rows.get(0).cell(4), Some(CellRef::Text("1970-01-01T00:00:01.000Z")));
+        assert!(!s.rows().get(0).delete);
+        assert_eq!(s.rows().get(0).cell(1), None);
+        assert_eq!(s.rows().get(0).cell(3), Some(CellRef::Bool(true)));
+        assert_eq!(s.rows().get(0).cell(4), Some(CellRef::Text("1970-01-01T00:00:01.000Z")));
     }
 
     #[test]
@@ -965,7 +1072,7 @@ mod tests {
         assert_eq!(b.columns.len(), 3);
         assert!(b.columns[0].key);
         assert_eq!(b.columns[2].ty, ColumnType::Float64);
-        assert_eq!(b.rows.get(0).cell(2), None);
+        assert_eq!(b.rows().get(0).cell(2), None);
     }
 
     #[test]
@@ -995,11 +1102,11 @@ mod tests {
         for (offset, (after, rows)) in changes.iter().enumerate() {
             let value = format!(r#"{{"after":{after},"op":"u"}}"#);
             b.add(origin(offset as i64), value.as_bytes(), 0, &[]).unwrap();
-            assert_eq!(b.rows.len(), *rows, "after {after}");
+            assert_eq!(b.rows().len(), *rows, "after {after}");
         }
-        assert_eq!(b.rows.get(0).cell(0), Some(CellRef::Text("4")));
-        assert_eq!(b.rows.get(0).cell(2), Some(CellRef::Text("w")));
-        assert_eq!(b.rows.get(3).cell(2), None, "a new key merges nothing");
+        assert_eq!(b.rows().get(0).cell(0), Some(CellRef::Text("4")));
+        assert_eq!(b.rows().get(0).cell(2), Some(CellRef::Text("w")));
+        assert_eq!(b.rows().get(3).cell(2), None, "a new key merges nothing");
     }
 
     #[test]
@@ -1035,8 +1142,9 @@ mod tests {
             };
             b.add(at, value.as_bytes(), 0, &[]).unwrap();
         }
-        assert_eq!(b.rows.len(), 100);
-        for (i, row) in b.rows.iter().enumerate() {
+        assert_eq!(b.rows().len(), 100);
+        let rows = b.rows();
+        for (i, row) in rows.iter().enumerate() {
             let last = 99_900 + i as i64;
             assert_eq!(row.cell(0), Some(CellRef::Text(&format!("{long}-{i}"))));
             assert_eq!(row.cell(1), Some(CellRef::Text(&v(last))));
@@ -1050,7 +1158,7 @@ mod tests {
         assert!(b.rows.data.len() >= b.rows.garbage + 100 * 45);
         let (rows, truncate) = b.take_rows();
         assert_eq!((rows.len(), truncate), (100, false));
-        assert!(b.rows.is_empty() && b.is_empty());
+        assert!(b.rows().is_empty() && b.is_empty());
     }
 
     #[test]
