@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::ops::Range;
 use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -196,10 +197,18 @@ impl Rows {
     }
 
     /// Appends a row of `cells`.
-    pub fn push(&mut self, cells: &[Option<Cell>], delete: bool, at: At<'_>) {
+    #[cfg(test)]
+    fn push(&mut self, cells: &[Option<Cell>], delete: bool, at: At<'_>) {
+        let mut encoded = Vec::new();
+        encode_row(&mut encoded, cells);
+        self.push_encoded(&encoded, delete, at);
+    }
+
+    /// Appends a row of encoded cells.
+    fn push_encoded(&mut self, cells: &[u8], delete: bool, at: At<'_>) {
         let start = self.data.len();
-        encode_row(&mut self.data, cells);
-        let slot = self.slot(start, self.data.len() - start, delete, at);
+        self.data.extend_from_slice(cells);
+        let slot = self.slot(start, cells.len(), delete, at);
         self.slots.push(slot);
     }
 
@@ -450,9 +459,9 @@ pub struct TableBatch {
     /// Identities too long for their entry.
     spill: Vec<u8>,
     hasher: DefaultHashBuilder,
-    /// A record's cells by column, and its identity, while it is taken.
+    /// A record's cells by column, and its change, while it is taken.
     cells: Vec<Option<Cell>>,
-    identity: Vec<u8>,
+    decoded: Decoded,
     /// A `TRUNCATE` came before the rows: empty the table first.
     pub truncate: bool,
     /// Whether the columns came from a registered schema (otherwise they are inferred
@@ -477,7 +486,7 @@ impl TableBatch {
             spill: Vec::new(),
             hasher: DefaultHashBuilder::default(),
             cells: Vec::new(),
-            identity: Vec::new(),
+            decoded: Decoded::default(),
             truncate: false,
             declared: false,
             mode,
@@ -546,64 +555,96 @@ impl TableBatch {
     /// field names, for tables whose schema marks no key. The error is the reason to
     /// dead-letter the record.
     pub fn add(&mut self, at: At<'_>, value: &[u8], timestamp: i64, key_fields: &[String]) -> Result<(), String> {
-        self.records += 1;
-        // Change envelopes parse straight into their fields; anything else is a plain
-        // row (an upsert of it).
-        let text = std::str::from_utf8(value).map_err(|e| format!("the value is not UTF-8 JSON: {e}"))?;
-        let mut envelope = match serde_json::from_str::<Envelope<'_>>(text) {
-            Ok(envelope) if envelope.op.is_some() => envelope,
-            _ => slow_envelope(text, timestamp)?,
-        };
-        let op = envelope.op.as_deref().unwrap_or("c");
-        let delete = match op {
-            "c" | "r" | "u" => false,
-            "d" => true,
-            "t" => {
-                if self.mode == Mode::Upsert {
-                    self.clear_rows();
-                    self.truncate = true;
-                    return Ok(());
-                }
-                false
-            }
-            other => return Err(format!("unknown op `{other}`")),
-        };
-        let ts_ms = envelope.ts_ms.unwrap_or(timestamp);
-        let image = if delete {
-            let before = envelope.before.ok_or("a delete without `before`: the key is unknown")?;
-            serde_json::from_str::<Image<'_>>(before.get())
-                .map_err(|e| format!("`before` is not a JSON object: {e}"))?
-                .0
-        } else {
-            match envelope.after.take() {
-                Some(image) => image.0,
-                None if op == "t" => Vec::new(),
-                None => return Err(format!("op `{op}` without `after`")),
-            }
-        };
+        let parsed = parse(value, timestamp)?;
         if !self.declared {
-            self.infer_columns(&image, key_fields);
+            self.infer_columns(&parsed.image, key_fields);
         }
         let mut cells = std::mem::take(&mut self.cells);
-        cells.clear();
-        cells.resize(self.columns.len(), None);
-        let result = self.take(&mut cells, &envelope, image, op, delete, ts_ms, at);
+        let mut decoded = std::mem::take(&mut self.decoded);
+        decoded.bytes.clear();
+        let change = self.convert(parsed, at, &mut cells, &mut decoded.bytes);
+        if let Ok(change) = &change {
+            self.put_change(change, &decoded.bytes, at);
+        }
         self.cells = cells;
-        result
+        self.decoded = decoded;
+        change.map(|_| ())
     }
 
-    /// Takes the change of a record, decoded from `image`, into the batch.
-    #[allow(clippy::too_many_arguments)]
-    fn take(
-        &mut self,
-        cells: &mut [Option<Cell>],
-        envelope: &Envelope<'_>,
-        image: Vec<(Cow<'_, str>, Value)>,
-        op: &str,
-        delete: bool,
-        ts_ms: i64,
+    /// Decodes the values of records (where each is, its value, its timestamp) against
+    /// the batch's columns, without taking them: records of a table with a registered
+    /// schema can be decoded on several threads, then taken in order with
+    /// [`TableBatch::take_decoded`].
+    pub fn decode<'r>(&self, records: impl Iterator<Item = (At<'r>, &'r [u8], i64)>) -> Decoded {
+        let mut decoded = Decoded::default();
+        let mut cells = Vec::new();
+        for (at, value, timestamp) in records {
+            let change = parse(value, timestamp).and_then(|parsed| {
+                if !self.declared {
+                    return Err("the table's columns are inferred: take the record with `add`".to_owned());
+                }
+                self.convert(parsed, at, &mut cells, &mut decoded.bytes)
+            });
+            decoded.changes.push(change);
+        }
+        decoded
+    }
+
+    /// Takes the `i`-th change of `decoded` (the record `at`); its error is the reason
+    /// to dead-letter the record.
+    pub fn take_decoded(&mut self, decoded: &Decoded, i: usize, at: At<'_>) -> Result<(), String> {
+        match decoded.changes.get(i) {
+            Some(Ok(change)) => {
+                self.put_change(change, &decoded.bytes, at);
+                Ok(())
+            }
+            Some(Err(reason)) => Err(reason.clone()),
+            None => Err(format!("no decoded change {i}")),
+        }
+    }
+
+    fn put_change(&mut self, change: &Change, bytes: &[u8], at: At<'_>) {
+        self.records += 1;
+        match change {
+            Change::Truncate => {
+                self.clear_rows();
+                self.truncate = true;
+            }
+            Change::Row {
+                delete,
+                identity,
+                cells,
+            } => {
+                let cells = &bytes[cells.clone()];
+                match self.mode {
+                    Mode::History => self.rows.push_encoded(cells, *delete, at),
+                    Mode::Upsert => self.put(&bytes[identity.clone()], cells, *delete, at),
+                }
+            }
+        }
+    }
+
+    /// The change of `parsed`: its cells by column and (in upsert mode) its identity,
+    /// appended to `bytes`. `cells`: a buffer for the cells.
+    fn convert(
+        &self,
+        parsed: Parsed<'_>,
         at: At<'_>,
-    ) -> Result<(), String> {
+        cells: &mut Vec<Option<Cell>>,
+        bytes: &mut Vec<u8>,
+    ) -> Result<Change, String> {
+        let Parsed {
+            envelope,
+            op,
+            delete,
+            ts_ms,
+            image,
+        } = parsed;
+        if op == "t" && self.mode == Mode::Upsert {
+            return Ok(Change::Truncate);
+        }
+        cells.clear();
+        cells.resize(self.columns.len(), None);
         for (position, (name, value)) in image.into_iter().enumerate() {
             // Images list their fields in the schema's order: try the column at the
             // same position before looking the name up.
@@ -632,12 +673,13 @@ impl TableBatch {
                 cells[i] = None;
             }
         }
+        let identity_start = bytes.len();
         match self.mode {
             Mode::History => {
                 let unchanged = (!envelope.unchanged.is_empty()).then(|| envelope.unchanged.join(","));
                 let source = envelope.source.as_ref();
                 let meta = [
-                    ("__op", Some(Cell::Text(op.to_owned()))),
+                    ("__op", Some(Cell::Text(op.to_string()))),
                     ("__ts_ms", Some(Cell::Int(ts_ms))),
                     ("__lsn", Some(source.and_then(|s| s.lsn).map_or(Cell::Null, Cell::Int))),
                     ("__seq", Some(source.and_then(|s| s.seq).map_or(Cell::Null, Cell::Int))),
@@ -651,8 +693,6 @@ impl TableBatch {
                         cells[i] = cell;
                     }
                 }
-                self.rows.push(cells, false, at);
-                Ok(())
             }
             Mode::Upsert => {
                 if self.keys.is_empty() {
@@ -661,25 +701,27 @@ impl TableBatch {
                         self.table
                     ));
                 }
-                let mut identity = std::mem::take(&mut self.identity);
-                identity.clear();
                 for &k in &self.keys {
                     match &cells[k] {
                         Some(Cell::Null) | None => {
-                            self.identity = identity;
+                            bytes.truncate(identity_start);
                             return Err(format!("key column `{}` is null or missing", self.columns[k].name));
                         }
-                        Some(cell) => encode_cell(&mut identity, Some(cell.as_cell_ref())),
+                        Some(cell) => encode_cell(bytes, Some(cell.as_cell_ref())),
                     }
                 }
                 if self.delete_mode == DeleteMode::Soft {
                     self.soft_delete_cells(cells, delete, ts_ms);
                 }
-                self.put(&identity, cells, delete && self.delete_mode == DeleteMode::Hard, at);
-                self.identity = identity;
-                Ok(())
             }
         }
+        let cells_start = bytes.len();
+        encode_row(bytes, cells);
+        Ok(Change::Row {
+            delete: delete && self.mode == Mode::Upsert && self.delete_mode == DeleteMode::Hard,
+            identity: identity_start..cells_start,
+            cells: cells_start..bytes.len(),
+        })
     }
 
     /// Soft deletes: a delete keeps every column but the key and sets the flags; other
@@ -704,7 +746,7 @@ impl TableBatch {
     /// Keeps the change as the last of its key (`identity`: the cells of the key
     /// columns, encoded), merging what an update left out from the key's earlier change
     /// in this batch.
-    fn put(&mut self, identity: &[u8], cells: &[Option<Cell>], delete: bool, at: At<'_>) {
+    fn put(&mut self, identity: &[u8], cells: &[u8], delete: bool, at: At<'_>) {
         let hash = self.hasher.hash_one(identity);
         let rows = &mut self.rows;
         let spill = &self.spill;
@@ -714,16 +756,17 @@ impl TableBatch {
             .find_mut(hash, |e| e.hash == hash && e.identity(spill) == identity)
         {
             Some(entry) => {
-                if !delete && cells.iter().any(Option::is_none) {
+                let new = Cells { rest: cells };
+                if !delete && new.clone().any(|c| c.is_none()) {
                     // The earlier change's cells are read from the buffer the merged
                     // row is appended to: encode into a copy of them.
                     let earlier = rows.row(&entry.slot);
-                    let mut merged = Vec::with_capacity(earlier.data.len() + 16);
+                    let mut merged = Vec::with_capacity(earlier.data.len() + cells.len());
                     let mut old = earlier.cells();
-                    for cell in cells {
+                    for cell in new {
                         let before = old.next().flatten();
                         let cell = match cell {
-                            Some(cell) => Some(cell.as_cell_ref()),
+                            Some(cell) => Some(cell),
                             None if earlier.delete => Some(CellRef::Null),
                             None => before,
                         };
@@ -731,13 +774,13 @@ impl TableBatch {
                     }
                     rows.data.extend_from_slice(&merged);
                 } else {
-                    encode_row(&mut rows.data, cells);
+                    rows.data.extend_from_slice(cells);
                 }
                 entry.slot = rows.place(entry.slot, start, delete, at);
             }
             None => {
-                encode_row(&mut rows.data, cells);
-                let slot = rows.slot(start, rows.data.len() - start, delete, at);
+                rows.data.extend_from_slice(cells);
+                let slot = rows.slot(start, cells.len(), delete, at);
                 let entry = Entry::new(hash, slot, self.by_key.len(), identity, &mut self.spill);
                 self.by_key.insert_unique(hash, entry, |e| e.hash);
             }
@@ -852,6 +895,78 @@ fn slow_envelope(text: &str, timestamp: i64) -> Result<Envelope<'_>, String> {
             source: None,
             unchanged: Vec::new(),
         }),
+    }
+}
+
+/// A record's value, parsed: the change envelope, and the image its op needs.
+struct Parsed<'v> {
+    envelope: Envelope<'v>,
+    op: Cow<'v, str>,
+    delete: bool,
+    ts_ms: i64,
+    image: Vec<(Cow<'v, str>, Value)>,
+}
+
+/// Parses a record's value: a change envelope, or a plain row (an upsert of it).
+fn parse(value: &[u8], timestamp: i64) -> Result<Parsed<'_>, String> {
+    let text = std::str::from_utf8(value).map_err(|e| format!("the value is not UTF-8 JSON: {e}"))?;
+    let mut envelope = match serde_json::from_str::<Envelope<'_>>(text) {
+        Ok(envelope) if envelope.op.is_some() => envelope,
+        _ => slow_envelope(text, timestamp)?,
+    };
+    let op = envelope.op.take().unwrap_or(Cow::Borrowed("c"));
+    let delete = match op.as_ref() {
+        "c" | "r" | "u" | "t" => false,
+        "d" => true,
+        other => return Err(format!("unknown op `{other}`")),
+    };
+    let image = if delete {
+        let before = envelope.before.ok_or("a delete without `before`: the key is unknown")?;
+        serde_json::from_str::<Image<'_>>(before.get())
+            .map_err(|e| format!("`before` is not a JSON object: {e}"))?
+            .0
+    } else {
+        match envelope.after.take() {
+            Some(image) => image.0,
+            None if op == "t" => Vec::new(),
+            None => return Err(format!("op `{op}` without `after`")),
+        }
+    };
+    Ok(Parsed {
+        ts_ms: envelope.ts_ms.unwrap_or(timestamp),
+        envelope,
+        op,
+        delete,
+        image,
+    })
+}
+
+/// A record's change, decoded against the columns of its batch; its bytes are in a
+/// [`Decoded`].
+#[derive(Debug, Clone)]
+enum Change {
+    /// A `TRUNCATE` in upsert mode: the batch's rows go, and the table is emptied first.
+    Truncate,
+    /// A row: the encoded cells of its key columns (upsert mode), and of every column.
+    Row {
+        delete: bool,
+        identity: Range<usize>,
+        cells: Range<usize>,
+    },
+}
+
+/// Records decoded together ([`TableBatch::decode`]): their changes, or why one cannot
+/// be taken, in order.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    bytes: Vec<u8>,
+    changes: Vec<Result<Change, String>>,
+}
+
+impl Decoded {
+    /// The records decoded.
+    pub fn len(&self) -> usize {
+        self.changes.len()
     }
 }
 
@@ -1029,6 +1144,66 @@ mod tests {
         b.add(origin(1), br#"{"before":{"id":3},"after":7,"op":"d"}"#, 0, &[])
             .unwrap();
         assert!(b.rows().get(0).delete);
+    }
+
+    #[test]
+    fn decoding_apart_then_taking_in_order_is_adding() {
+        let values: Vec<String> = (0..400)
+            .map(|n| match n % 9 {
+                0 => format!(r#"{{"before":{{"id":{}}},"after":null,"op":"d"}}"#, n % 13),
+                1 => format!(
+                    r#"{{"after":{{"id":{},"a":"p{n}"}},"unchanged":["big"],"op":"u"}}"#,
+                    n % 13
+                ),
+                2 => r#"{"after":{"id":"x"},"op":"c"}"#.to_owned(),
+                3 if n == 201 => r#"{"op":"t","before":null,"after":null}"#.to_owned(),
+                4 => "not json".to_owned(),
+                _ => format!(r#"{{"after":{{"id":{},"a":"a{n}","big":"B{n}"}},"op":"c"}}"#, n % 13),
+            })
+            .collect();
+        let at = |n: usize| origin(n as i64);
+        for (mode, delete_mode) in [
+            (Mode::Upsert, DeleteMode::Hard),
+            (Mode::Upsert, DeleteMode::Soft),
+            (Mode::History, DeleteMode::Hard),
+        ] {
+            let mut added = batch(mode, delete_mode);
+            let added_errors: Vec<Result<(), String>> = values
+                .iter()
+                .enumerate()
+                .map(|(n, v)| added.add(at(n), v.as_bytes(), 0, &[]))
+                .collect();
+            let mut taken = batch(mode, delete_mode);
+            let mut taken_errors = Vec::new();
+            for part in values.chunks(150).enumerate().collect::<Vec<_>>().chunks(2) {
+                let decoded: Vec<(usize, Decoded)> = part
+                    .iter()
+                    .map(|(p, values)| {
+                        let items = values
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (at(p * 150 + i), v.as_bytes(), 0));
+                        (*p, taken.decode(items))
+                    })
+                    .collect();
+                for (p, decoded) in &decoded {
+                    for i in 0..decoded.len() {
+                        taken_errors.push(taken.take_decoded(decoded, i, at(p * 150 + i)));
+                    }
+                }
+            }
+            assert_eq!(added_errors, taken_errors, "{mode:?}");
+            assert!(added_errors.iter().filter(|e| e.is_err()).count() > 50);
+            let (a, b) = (added.rows(), taken.rows());
+            assert_eq!(a.len(), b.len());
+            assert!(a.len() > 5, "{mode:?}");
+            for (x, y) in a.iter().zip(b.iter()) {
+                let cells = |r: Row<'_>| r.cells().map(|c| c.map(CellRef::to_cell)).collect::<Vec<_>>();
+                assert_eq!(cells(x), cells(y));
+                assert_eq!((x.delete, x.origin().offset), (y.delete, y.origin().offset));
+            }
+            assert_eq!(added.truncate, taken.truncate);
+        }
     }
 
     #[test]

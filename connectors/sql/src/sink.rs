@@ -22,7 +22,7 @@ use plexus_connector::{
 use tokio::task::JoinHandle;
 
 use crate::apply::{Chunk, apply_chunks, dead_letter_record, prepare_table};
-use crate::batch::{At, TableBatch, key_fields};
+use crate::batch::{At, Decoded, TableBatch, key_fields};
 use crate::config::{Mode, SqlSinkConfig};
 use crate::dialect::{CatalogColumn, TableName, Target};
 use crate::error::SqlError;
@@ -67,6 +67,8 @@ pub struct SqlSink {
     taken: HashMap<(Arc<str>, u32), i64>,
     /// The context `start` was given, for the commit in `stop`.
     ctx: Option<SinkContext>,
+    /// Threads that decode a run of records.
+    decode_threads: usize,
 }
 
 impl std::fmt::Debug for SqlSink {
@@ -106,6 +108,7 @@ impl SqlSink {
             catalog: HashMap::new(),
             taken: HashMap::new(),
             ctx: None,
+            decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
         }
     }
 
@@ -201,6 +204,47 @@ impl SqlSink {
                 )
             })
             .collect()
+    }
+
+    /// Decodes the records of `run` (all of `table`, with a registered schema), on two
+    /// threads when there are enough of them, and takes their changes in order.
+    fn take_run(
+        &mut self,
+        ctx: &SinkContext,
+        table: Option<String>,
+        run: &mut Vec<SinkRecord>,
+    ) -> Result<(), ConnectorError> {
+        let Some(table) = table else {
+            return Ok(());
+        };
+        if run.is_empty() {
+            return Ok(());
+        }
+        let Some(batch) = self.batches.get_mut(&table) else {
+            return Err(ConnectorError::fatal(format!(
+                "the sql sink lost its batch for `{table}`"
+            )));
+        };
+        let mut records = run.iter();
+        let mut took = false;
+        for decoded in decode(batch, run, self.decode_threads) {
+            for i in 0..decoded.len() {
+                let Some(record) = records.next() else {
+                    return Err(ConnectorError::fatal(
+                        "the sql sink decoded more records than it was given",
+                    ));
+                };
+                match batch.take_decoded(&decoded, i, at(record)) {
+                    Ok(()) => took = true,
+                    Err(reason) => dead_letter_record(ctx, record, &format!("table `{table}`: {reason}"))?,
+                }
+            }
+        }
+        if took {
+            self.gathering_since.get_or_insert_with(Instant::now);
+        }
+        run.clear();
+        Ok(())
     }
 
     /// Begins committing the gathered changes with `offsets` in the background: the
@@ -320,6 +364,11 @@ impl Sink for SqlSink {
 
     async fn write(&mut self, ctx: &SinkContext, records: Vec<SinkRecord>) -> Result<(), ConnectorError> {
         let dialect = self.config.dialect;
+        // Consecutive records of a table with a registered schema form a run, decoded on
+        // several threads and then taken in order; a record of another table, or one
+        // that changes its table's columns, ends the run.
+        let mut run: Vec<SinkRecord> = Vec::new();
+        let mut run_table: Option<String> = None;
         for record in records {
             if offsets::applied(&self.stored, &record.topic, record.partition, record.offset) {
                 continue;
@@ -347,38 +396,40 @@ impl Sink for SqlSink {
                 .find(|h| h.key == SCHEMA_HEADER)
                 .and_then(|h| h.value.as_ref())
                 .and_then(|v| std::str::from_utf8(v).ok());
-            let columns = match schema_id {
-                Some(id) if self.batch_schema.get(table).map(String::as_str) != Some(id) => {
-                    let table = table.clone();
-                    match self.schema(ctx, id).await? {
-                        Ok(columns) => Some((columns, id.to_owned(), table)),
-                        Err(reason) => {
-                            dead_letter_record(ctx, &record, &reason)?;
-                            continue;
-                        }
+            let new_schema = schema_id.filter(|id| self.batch_schema.get(table).map(String::as_str) != Some(*id));
+            if new_schema.is_some() || run_table.as_ref() != Some(table) {
+                self.take_run(ctx, run_table.take(), &mut run)?;
+            }
+            let table = self.tables[&record.topic].clone();
+            let columns = match new_schema {
+                Some(id) => match self.schema(ctx, id).await? {
+                    Ok(columns) => Some((columns, id.to_owned())),
+                    Err(reason) => {
+                        dead_letter_record(ctx, &record, &reason)?;
+                        continue;
                     }
-                }
-                _ => None,
+                },
+                None => None,
             };
-            let table = &self.tables[&record.topic];
-            if !self.batches.contains_key(table) {
+            if !self.batches.contains_key(&table) {
                 let batch = TableBatch::new(table.clone(), self.config.mode, self.config.delete_mode, dialect);
                 self.batches.insert(table.clone(), batch);
             }
-            let Some(batch) = self.batches.get_mut(table) else {
+            let Some(batch) = self.batches.get_mut(&table) else {
                 return Err(ConnectorError::fatal(format!(
                     "the sql sink lost its batch for `{table}`"
                 )));
             };
-            if let Some((columns, id, table)) = columns {
+            if let Some((columns, id)) = columns {
                 batch.use_columns(&columns, true);
-                self.batch_schema.insert(table, id);
+                self.batch_schema.insert(table.clone(), id);
             }
-            let keys = if batch.declared {
-                Vec::new()
-            } else {
-                key_fields(record.key.as_deref())
-            };
+            if batch.declared {
+                run_table.get_or_insert(table);
+                run.push(record);
+                continue;
+            }
+            let keys = key_fields(record.key.as_deref());
             let at = At {
                 topic: &record.topic,
                 partition: record.partition,
@@ -389,11 +440,12 @@ impl Sink for SqlSink {
                     self.gathering_since.get_or_insert_with(Instant::now);
                 }
                 Err(reason) => {
-                    let reason = format!("table `{}`: {reason}", batch.table);
+                    let reason = format!("table `{table}`: {reason}");
                     dead_letter_record(ctx, &record, &reason)?;
                 }
             }
         }
+        self.take_run(ctx, run_table.take(), &mut run)?;
         // A full batch waits for the commit under way; under a backlog, a ripe one
         // follows as soon as the target is free.
         if self.full() {
@@ -444,4 +496,40 @@ impl Sink for SqlSink {
         self.reap(true).await?;
         Ok(())
     }
+}
+
+/// Where `record` is in the log.
+fn at(record: &SinkRecord) -> At<'_> {
+    At {
+        topic: &record.topic,
+        partition: record.partition,
+        offset: record.offset,
+    }
+}
+
+/// What [`TableBatch::decode`] reads of each record.
+fn items(records: &[SinkRecord]) -> impl Iterator<Item = (At<'_>, &[u8], i64)> {
+    records
+        .iter()
+        .map(|r| (at(r), r.value.as_deref().unwrap_or_default(), r.timestamp))
+}
+
+/// Records in a run below this many are decoded on the calling thread alone.
+const PARALLEL_RUN: usize = 256;
+
+/// Decodes `run` against `batch`'s columns: in two halves on two threads when `threads`
+/// allows and the run is long enough; the parts in the order of the records.
+fn decode(batch: &TableBatch, run: &[SinkRecord], threads: usize) -> Vec<Decoded> {
+    if threads < 2 || run.len() < PARALLEL_RUN {
+        return vec![batch.decode(items(run))];
+    }
+    let (first, second) = run.split_at(run.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| batch.decode(items(second)));
+        let first = batch.decode(items(first));
+        // Decoding does not panic; if it did, the half is decoded again here, where the
+        // panic is the task's.
+        let second = other.join().unwrap_or_else(|_| batch.decode(items(second)));
+        vec![first, second]
+    })
 }
