@@ -37,7 +37,8 @@ struct Assigned {
     ahead: Option<ReadAhead>,
 }
 
-/// A partition's next read, running beside the sink's write; aborted if dropped.
+/// A partition's next read, running beside the sink's write; dropped with its records
+/// if the task ends first.
 struct ReadAhead(tokio::task::JoinHandle<Result<Fetched, ConnectorError>>);
 
 impl Drop for ReadAhead {
@@ -232,13 +233,18 @@ async fn fetch(a: &mut Assigned, connector: &str, max_bytes: usize) -> Result<Ve
         }
     };
     a.next = fetched.next;
-    a.ahead = Some(ReadAhead(tokio::spawn(read(
+    // On a thread of its own: a task spawned here would wait in this worker's LIFO slot
+    // (which other workers do not steal from) until the sink's write yields, so records
+    // would be read and decoded between writes rather than beside them.
+    let read = read(
         Arc::clone(&a.partition),
         Arc::clone(&a.topic),
         a.next,
         max_bytes,
         connector.into(),
-    ))));
+    );
+    let runtime = tokio::runtime::Handle::current();
+    a.ahead = Some(ReadAhead(tokio::task::spawn_blocking(move || runtime.block_on(read))));
     Ok(fetched.records)
 }
 

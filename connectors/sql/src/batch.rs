@@ -166,7 +166,7 @@ impl Rows {
     }
 
     /// What the rows take in memory, garbage included.
-    fn memory(&self) -> usize {
+    pub fn memory(&self) -> usize {
         self.data.len() + self.slots.len() * std::mem::size_of::<Slot>()
     }
 
@@ -848,10 +848,9 @@ impl TableBatch {
         let keyed = self.keyed_slots();
         let mut rows = std::mem::take(&mut self.rows);
         rows.slots.extend(keyed);
-        // Sized for a batch like this one (under a backlog the next one is), rather than
-        // as large as the largest batch, or grown from nothing again.
-        let keys = if self.mode == Mode::Upsert { rows.len() } else { 0 };
-        self.by_key = HashTable::with_capacity(keys);
+        // A new index rather than a cleared one: the old one's table would stay as large
+        // as the largest batch, and count against the memory budget.
+        self.by_key = HashTable::new();
         self.spill = Vec::new();
         self.records = 0;
         (rows, std::mem::replace(&mut self.truncate, false))

@@ -74,7 +74,7 @@ pub struct SqlSinkConfig {
     /// What the changes gathered for the next commit and those of the commit under way
     /// may take in memory together, in bytes.
     pub memory_budget: usize,
-    /// The least time changes gather under a backlog before a commit begins.
+    /// How long changes may gather under a backlog before a commit begins.
     pub commit_interval: Duration,
     /// PostgreSQL: the fill factor (percent) of the tables created in upsert mode.
     pub fillfactor: u8,
@@ -113,7 +113,7 @@ impl SqlSinkConfig {
             offsets_table: "plexus_offsets".to_owned(),
             batch_rows: 10_000,
             memory_budget: 64 << 20,
-            commit_interval: Duration::ZERO,
+            commit_interval: Duration::from_secs(5),
             fillfactor: 70,
             connect_timeout: Duration::from_secs(10),
         })
@@ -361,16 +361,16 @@ pub(crate) fn fields() -> Vec<FieldSpec> {
             .with_default(plexus_config::ByteSize::mib(64))
             .doc(
                 "What the changes gathered for the next commit and those of the commit under way may take in memory \
-                 together. Changes gather (merged by key) while a commit runs, so under a backlog each commit takes \
-                 more of them; a gathering batch that reaches half of this waits for the commit under way.",
+                 together. Under a backlog a commit begins when the gathered changes fill what the commit under way \
+                 leaves of this (or after `commit_interval`), and the next changes gather while it runs.",
             ),
         FieldSpec::new("commit_interval", FieldKind::Duration)
-            .with_default(plexus_config::Duration::from_secs(0))
+            .with_default(plexus_config::Duration::from_secs(5))
             .doc(
-                "While records are left unread (a backlog), the least time changes gather (merged by key) before a \
-                 commit begins; they also gather for as long as the commit before is under way. `0s` (the default): \
-                 a commit begins as soon as the target is free. Longer means fewer, larger commits. A sink that \
-                 keeps up commits every second and as soon as it catches up, whatever this is.",
+                "While records are left unread (a backlog), how long changes may gather (merged by key) before a \
+                 commit begins, if they do not fill the memory budget first: the longer, the more changes of a key \
+                 merge into one row and the less the target has to do, at the cost of the backlog's latency. A sink \
+                 that keeps up commits every second and as soon as it catches up, whatever this is.",
             ),
         FieldSpec::new("fillfactor", FieldKind::integer_between(Some(10), Some(100)))
             .with_default(70)

@@ -1,15 +1,15 @@
 //! The running `sql` sink: records decoded and deduplicated by key in `write`, and
 //! committed with their offsets, one transaction per batch, in the background.
 //!
-//! One commit runs at a time, beside the decoding of the next batch. While records are
-//! left unread (a backlog), changes gather and merge by key for as long as the commit
-//! before is under way (and at least `commit_interval`, by default nothing), so batches
-//! grow with the backlog and a key changed many times costs the target one row: the
-//! time of a commit grows with the keys it changes, not with the records read. A flush
-//! while the task is caught up with its topics commits everything before it returns,
-//! so a sink that keeps up commits at every flush (every second, and as soon as it
-//! catches up). A batch that reaches half of `memory_budget` waits for the commit under
-//! way and is committed next.
+//! While records are left unread (a backlog), changes gather and merge by key until
+//! they fill the memory budget (what the commit under way leaves of it) or for
+//! `commit_interval` (5 s by default), then commit in the background while the next
+//! ones gather. A key changed many times in a batch costs the target one row, so the
+//! larger the batch, the less the target does per record: on two cores one large
+//! commit after the decoding beats small ones beside it, which both the target and the
+//! decoding slow down. A flush while the task is caught up with its topics commits
+//! everything before it returns, so a sink that keeps up commits at every flush (every
+//! second, and as soon as it catches up).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -69,6 +69,8 @@ pub struct SqlSink {
     ctx: Option<SinkContext>,
     /// Threads that decode a run of records.
     decode_threads: usize,
+    /// What the rows of the commit under way take in memory.
+    committing: usize,
 }
 
 impl std::fmt::Debug for SqlSink {
@@ -109,6 +111,7 @@ impl SqlSink {
             taken: HashMap::new(),
             ctx: None,
             decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+            committing: 0,
         }
     }
 
@@ -162,6 +165,7 @@ impl SqlSink {
         let Link::Busy(handle) = std::mem::replace(&mut self.link, Link::Closed) else {
             return Ok(false);
         };
+        self.committing = 0;
         match handle.await {
             Ok((target, Ok(committed))) => {
                 self.stored.extend(committed);
@@ -177,9 +181,10 @@ impl SqlSink {
         }
     }
 
-    /// Whether the gathered changes fill their half of the memory budget.
+    /// Whether the gathered changes fill what the commit under way leaves of the memory
+    /// budget.
     fn full(&self) -> bool {
-        self.batches.values().map(TableBatch::memory).sum::<usize>() >= self.config.memory_budget / 2
+        self.batches.values().map(TableBatch::memory).sum::<usize>() + self.committing >= self.config.memory_budget
     }
 
     /// Whether the gathered changes have gathered long enough, under a backlog.
@@ -286,6 +291,7 @@ impl SqlSink {
         let Link::Idle(mut target) = std::mem::replace(&mut self.link, Link::Closed) else {
             return Err(ConnectorError::retriable("the sql sink lost its connection"));
         };
+        self.committing = chunks.iter().map(|c| c.rows.memory()).sum();
         let ctx = ctx.clone();
         let commit = Commit {
             chunks,
