@@ -199,6 +199,8 @@ impl Router {
                 continue;
             };
             let partition = match &record.key {
+                // One partition takes every key: no need to hash it.
+                Some(_) if *count == 1 => 0,
                 Some(key) => fnv1a(key) as usize % count,
                 None => self.sticky % count,
             };

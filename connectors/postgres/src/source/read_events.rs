@@ -3,7 +3,6 @@
 //! the value that is the same for every row (the `source` block) is written once. The
 //! snapshot's reading tasks run this in parallel, one per connection.
 
-use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -20,70 +19,79 @@ use crate::types::write_json;
 #[derive(Debug)]
 pub(super) struct ReadEvents {
     table: Arc<TableInfo>,
-    /// `,"source":{...},"op":"r","ts_ms":`, the same for every row of the snapshot.
+    /// `},"source":{...},"op":"r","ts_ms":`, the same for every row of the snapshot.
     tail: Vec<u8>,
-    /// `"name":` of each column, escaped once.
-    names: Vec<Vec<u8>>,
+    /// [`ReadEvents::tail`], then `now` and the value's closing brace: the end of every
+    /// value written at the same millisecond.
+    end: Vec<u8>,
+    /// The event time [`ReadEvents::end`] was written for.
+    end_ms: Option<i64>,
+    /// What goes before each column's value: `{"before":null,"after":{"name":` for the
+    /// first, `,"name":` for the others (names escaped once).
+    prefixes: Vec<Vec<u8>>,
+    /// `{"name":` or `,"name":` of each key column, in key order.
+    key_prefixes: Vec<Vec<u8>>,
+    /// Where each column's JSON value is in `buf`, for the key (the row being written).
+    value_spans: Vec<Range<usize>>,
     timestamp: i64,
     schema_id: Bytes,
     topic: String,
     buf: Vec<u8>,
+    /// The size of the last chunk's buffer, reserved for the next one.
+    chunk_bytes: usize,
     /// Each row's key and value in `buf`.
     spans: Vec<(Range<usize>, Range<usize>)>,
     /// The key columns of the chunk's last row, as PostgreSQL writes them.
     last_key: Vec<String>,
 }
 
-/// `{"id":` or `,"id":` then the value: one column of a key.
-fn write_key_field(
-    out: &mut Vec<u8>,
-    table: &TableInfo,
-    column: usize,
-    text: Option<&[u8]>,
-    first: bool,
-) -> Result<(), ConnectorError> {
-    out.push(if first { b'{' } else { b',' });
-    out.push(b'"');
-    push_escaped(out, &table.columns[column].name);
-    out.extend_from_slice(b"\":");
-    match text {
-        Some(text) => write_json(&table.columns[column].ty, text, out).map_err(|e| {
-            ConnectorError::fatal(format!(
-                "a snapshot row of {} has an unreadable key: {e}",
-                table.qualified
-            ))
-        }),
-        None => {
-            out.extend_from_slice(b"null");
-            Ok(())
-        }
-    }
+/// `{"name":` (`first`) or `,"name":`: what goes before a value in an object.
+fn member_prefix(name: &str, first: bool) -> Vec<u8> {
+    let mut prefix = vec![if first { b'{' } else { b',' }, b'"'];
+    push_escaped(&mut prefix, name);
+    prefix.extend_from_slice(b"\":");
+    prefix
 }
 
 impl ReadEvents {
     /// `info` is the same for every row: a snapshot read is not part of a transaction,
     /// so its `seq` does not count rows.
     pub(super) fn new(table: Arc<TableInfo>, info: &SourceInfo<'_>) -> ReadEvents {
-        let mut tail = vec![b','];
+        let mut tail = b"},".to_vec();
         write_tail(&mut tail, &table, info, 0, Op::Read);
-        let names = table
+        let prefixes = table
             .columns
             .iter()
-            .map(|column| {
-                let mut name = vec![b'"'];
-                push_escaped(&mut name, &column.name);
-                name.extend_from_slice(b"\":");
-                name
+            .enumerate()
+            .map(|(i, column)| {
+                let mut prefix = if i == 0 {
+                    b"{\"before\":null,\"after\":".to_vec()
+                } else {
+                    Vec::new()
+                };
+                prefix.extend_from_slice(&member_prefix(&column.name, i == 0));
+                prefix
             })
             .collect();
+        let key_prefixes = table
+            .key
+            .iter()
+            .enumerate()
+            .map(|(n, &k)| member_prefix(&table.columns[k].name, n == 0))
+            .collect();
         ReadEvents {
-            names,
+            prefixes,
+            key_prefixes,
+            value_spans: vec![0..0; table.columns.len()],
             schema_id: Bytes::copy_from_slice(table.schema_id.as_bytes()),
             topic: table.qualified.clone(),
             table,
             tail,
+            end: Vec::new(),
+            end_ms: None,
             timestamp: info.ts_ms,
             buf: Vec::new(),
+            chunk_bytes: 0,
             spans: Vec::new(),
             last_key: Vec::new(),
         }
@@ -100,26 +108,32 @@ impl ReadEvents {
 
     /// Writes the event of one line of `COPY ... TO STDOUT` (without its newline).
     pub(super) fn push(&mut self, line: &[u8], now_ms: i64) -> Result<(), ConnectorError> {
+        if self.end_ms != Some(now_ms) {
+            self.end.clear();
+            self.end.extend_from_slice(&self.tail);
+            push_i64(&mut self.end, now_ms);
+            self.end.push(b'}');
+            self.end_ms = Some(now_ms);
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(self.chunk_bytes);
+        }
         let table = &self.table;
-        let names = &self.names;
+        let prefixes = &self.prefixes;
+        let value_spans = &mut self.value_spans;
         let start = self.buf.len();
         let out = &mut self.buf;
-        out.extend_from_slice(b"{\"before\":null,\"after\":{");
-        let mut key_fields: Vec<Option<Cow<'_, [u8]>>> = Vec::new();
-        let single_key = match table.key.as_slice() {
-            [k] => Some(*k),
-            _ => None,
-        };
-        let mut single: Option<Option<Cow<'_, [u8]>>> = None;
         let mut failure = None;
         let count = for_each_field(line, |index, value| {
-            let (Some(column), Some(name)) = (table.columns.get(index), names.get(index)) else {
+            let (Some(column), Some(prefix), Some(span)) = (
+                table.columns.get(index),
+                prefixes.get(index),
+                value_spans.get_mut(index),
+            ) else {
                 return Ok(());
             };
-            if index > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(name);
+            out.extend_from_slice(prefix);
+            let at = out.len();
             match &value {
                 Some(text) => {
                     if let Err(e) = write_json(&column.ty, text, out) {
@@ -129,11 +143,7 @@ impl ReadEvents {
                 }
                 None => out.extend_from_slice(b"null"),
             }
-            if single_key == Some(index) {
-                single = Some(value);
-            } else if single_key.is_none() && table.key.contains(&index) {
-                key_fields.push(value);
-            }
+            *span = at..out.len();
             Ok(())
         });
         let count = match count {
@@ -161,27 +171,16 @@ impl ReadEvents {
                 table.qualified
             )));
         }
-        out.push(b'}');
-        out.extend_from_slice(&self.tail);
-        push_i64(out, now_ms);
-        out.push(b'}');
+        out.extend_from_slice(&self.end);
         let value = start..out.len();
 
-        // The key, in key order (a composite key's columns were met in column order).
+        // The key, in key order: each column's JSON is the one just written in the value.
         let key_start = out.len();
-        if let Some(k) = single_key {
-            write_key_field(out, table, k, single.flatten().as_deref(), true)?;
-            out.push(b'}');
-        } else if !table.key.is_empty() {
-            let mut in_column_order: Vec<usize> = table.key.clone();
-            in_column_order.sort_unstable();
-            for (n, &k) in table.key.iter().enumerate() {
-                let text = in_column_order
-                    .iter()
-                    .position(|&i| i == k)
-                    .and_then(|p| key_fields.get(p))
-                    .and_then(|v| v.as_deref());
-                write_key_field(out, table, k, text, n == 0)?;
+        if !table.key.is_empty() {
+            for (&k, prefix) in table.key.iter().zip(&self.key_prefixes) {
+                out.extend_from_slice(prefix);
+                let span = self.value_spans[k].clone();
+                out.extend_from_within(span);
             }
             out.push(b'}');
         }
@@ -198,6 +197,7 @@ impl ReadEvents {
 
     /// The records written since the last call, and the key of the last of them.
     pub(super) fn take(&mut self) -> (Vec<SourceRecord>, Vec<String>) {
+        self.chunk_bytes = self.chunk_bytes.max(self.buf.len());
         let buf = Bytes::from(std::mem::take(&mut self.buf));
         let records = self
             .spans
@@ -245,15 +245,17 @@ mod tests {
                     },
                 ),
                 column("tags", PgType::Array(Box::new(PgType::Text))),
+                column("at", PgType::TimestampTz),
             ],
             key,
         ))
     }
 
-    const LINES: [&[u8]; 3] = [
-        b"eu\ttab\\there\t1\t12.50\t{a,\"b c\"}",
-        b"us\t\\N\t-2\t0.00\t\\N",
-        b"\xc3\xa9t\xc3\xa9\t\"quoted\"\t3\t-1.25\t{}",
+    const LINES: [&[u8]; 4] = [
+        b"eu\ttab\\there\t1\t12.50\t{a,\"b c\"}\t2026-11-22 13:04:05.123456+00",
+        b"us\t\\N\t-2\t0.00\t\\N\t\\N",
+        b"\xc3\xa9t\xc3\xa9\t\"quoted\" back\\\\slash\t3\t-1.25\t{}\t2026-01-01 01:00:00+02",
+        b"\\N\tctl\\001\t\\N\tNaN\t{NULL}\t0044-03-15 10:00:00+00 BC",
     ];
 
     fn info() -> SourceInfo<'static> {
@@ -276,17 +278,26 @@ mod tests {
             events.push(line, 5).unwrap();
         }
         events.set_last_key(vec!["x".into()]);
-        assert_eq!(events.len(), 3);
+        assert_eq!(events.len(), LINES.len());
         let (records, last_key) = events.take();
         assert_eq!(last_key, vec!["x".to_owned()]);
         assert_eq!(events.len(), 0);
+        assert_eq!(records.len(), LINES.len());
         for (line, record) in LINES.iter().zip(&records) {
             let expected = row_record(&table, line, &info()).unwrap();
-            let value: serde_json::Value = serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
-            let mut want: serde_json::Value = serde_json::from_slice(expected.value.as_deref().unwrap()).unwrap();
-            want["ts_ms"] = value["ts_ms"].clone();
-            assert_eq!(value, want);
-            assert_eq!(value["ts_ms"], 5);
+            // Byte for byte, up to the event time at the end.
+            let value = record.value.as_deref().unwrap();
+            let want = expected.value.as_deref().unwrap();
+            let cut = |v: &[u8]| {
+                let at = v.windows(8).rposition(|w| w == b"\"ts_ms\":").unwrap();
+                v[..at].to_vec()
+            };
+            assert_eq!(
+                String::from_utf8(cut(value)).unwrap(),
+                String::from_utf8(cut(want)).unwrap()
+            );
+            assert!(value.ends_with(b",\"ts_ms\":5}"));
+            serde_json::from_slice::<serde_json::Value>(value).unwrap();
             assert_eq!(record.key, expected.key);
             assert_eq!(record.topic, expected.topic);
             assert_eq!(record.timestamp, expected.timestamp);
@@ -303,13 +314,27 @@ mod tests {
     }
 
     #[test]
+    fn each_row_has_the_time_it_was_written() {
+        let mut events = ReadEvents::new(table(vec![2]), &info());
+        events.push(LINES[0], 5).unwrap();
+        events.push(LINES[1], 1_795_355_129_014).unwrap();
+        events.push(LINES[2], 5).unwrap();
+        let (records, _) = events.take();
+        let times: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| serde_json::from_slice::<serde_json::Value>(r.value.as_deref().unwrap()).unwrap()["ts_ms"].clone())
+            .collect();
+        assert_eq!(times, [5, 1_795_355_129_014_i64, 5]);
+    }
+
+    #[test]
     fn bad_rows_are_refused_and_leave_nothing_behind() {
         let mut events = ReadEvents::new(table(vec![2]), &info());
         events.push(LINES[0], 1).unwrap();
         let short = events.push(b"eu\tx\t1", 1).unwrap_err();
         assert!(short.is_retriable(), "{short}");
-        assert!(short.message().contains("3 columns instead of 5"), "{short}");
-        let bad = events.push(b"eu\tx\tnot-a-number\t1.00\t{}", 1).unwrap_err();
+        assert!(short.message().contains("3 columns instead of 6"), "{short}");
+        let bad = events.push(b"eu\tx\tnot-a-number\t1.00\t{}\t\\N", 1).unwrap_err();
         assert!(!bad.is_retriable());
         assert!(bad.message().contains("public.t"), "{bad}");
         events.push(LINES[1], 1).unwrap();

@@ -82,7 +82,7 @@ pub fn for_each_field<'a>(
 /// a line, and the number of bytes they take with their newlines. The caller keeps the
 /// bytes after those, an incomplete line, and puts them before the next chunk.
 pub fn split_lines(chunk: &[u8]) -> (CopyLines<'_>, usize) {
-    let consumed = chunk.iter().rposition(|&b| b == b'\n').map_or(0, |last| last + 1);
+    let consumed = memchr::memrchr(b'\n', chunk).map_or(0, |last| last + 1);
     let lines = CopyLines {
         rest: &chunk[..consumed],
     };
@@ -100,7 +100,7 @@ impl<'a> Iterator for CopyLines<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        let end = self.rest.iter().position(|&b| b == b'\n')?;
+        let end = memchr::memchr(b'\n', self.rest)?;
         let line = &self.rest[..end];
         self.rest = &self.rest[end + 1..];
         Some(line)
@@ -114,7 +114,7 @@ type FieldValue<'a> = Option<Cow<'a, [u8]>>;
 /// after the last field).
 fn read_field(line: &[u8], start: usize, index: usize) -> Result<(FieldValue<'_>, Option<usize>), CopyError> {
     let rest = &line[start..];
-    let Some(offset) = rest.iter().position(|&b| b == b'\t' || b == b'\\') else {
+    let Some(offset) = memchr::memchr2(b'\t', b'\\', rest) else {
         return Ok((Some(Cow::Borrowed(rest)), None));
     };
     if rest[offset] == b'\t' {

@@ -113,9 +113,47 @@ fn write_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueE
 
 /// Appends `text` as a JSON string if it is UTF-8.
 fn write_string(text: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    // Printable ASCII without quotes or backslashes (most text) is its own JSON: one
+    // pass instead of a UTF-8 check and then the escaping.
+    if is_plain_ascii(text) {
+        out.reserve(text.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+        return Ok(());
+    }
     let text = std::str::from_utf8(text).map_err(|e| format!("not UTF-8 ({e})"))?;
     plexus_connector::json::push_string(out, text);
     Ok(())
+}
+
+/// Whether every byte of `text` is printable ASCII other than `"` and `\\`, eight bytes
+/// at a time.
+fn is_plain_ascii(text: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Non-zero when `word` has a byte below `n` (a zero byte): exact for the word as a
+    // whole when no byte has its high bit set, which is checked alongside.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
+    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
+    let mut chunks = text.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(bytes);
+        let special = (word & HIGH)
+            | below(word, 0x20)
+            | zero_byte(word ^ (ONES * u64::from(b'"')))
+            | zero_byte(word ^ (ONES * u64::from(b'\\')))
+            | zero_byte(word ^ (ONES * 0x7f));
+        if special != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn write_bool(text: &[u8], out: &mut Vec<u8>) -> Result<(), &'static str> {
@@ -284,6 +322,8 @@ fn hex_value(digit: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn json(ty: &PgType, text: &[u8]) -> Result<String, ValueError> {
@@ -425,5 +465,42 @@ mod tests {
         let long = "x".repeat(200);
         let error = json(&PgType::Bool, long.as_bytes()).unwrap_err();
         assert_eq!(error.value(), format!("{}… (200 bytes)", "x".repeat(80)));
+    }
+
+    /// Strings as the general path (a UTF-8 check, then RFC 8259 escaping) writes them,
+    /// whether or not they take the shortcut for plain ASCII.
+    fn string_oracle(text: &[u8]) -> Result<Vec<u8>, String> {
+        let text = std::str::from_utf8(text).map_err(|e| format!("not UTF-8 ({e})"))?;
+        let mut out = Vec::new();
+        plexus_connector::json::push_string(&mut out, text);
+        Ok(out)
+    }
+
+    proptest! {
+        #[test]
+        fn strings_are_written_as_the_general_path_writes_them(
+            text in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..40),
+                proptest::collection::vec(0x1fu8..0x81, 0..40),
+                "[ -~]{0,40}".prop_map(String::into_bytes),
+                "\\PC{0,20}".prop_map(String::into_bytes),
+            ]
+        ) {
+            let mut out = b"x".to_vec();
+            let written = write_string(&text, &mut out).map(|()| out[1..].to_vec());
+            prop_assert_eq!(written, string_oracle(&text));
+        }
+
+        #[test]
+        fn plain_ascii_is_recognised_eight_bytes_at_a_time(
+            text in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..40),
+                proptest::collection::vec(0x1eu8..0x81, 0..40),
+                "[ -~]{0,40}".prop_map(String::into_bytes),
+            ]
+        ) {
+            let expected = text.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+            prop_assert_eq!(is_plain_ascii(&text), expected);
+        }
     }
 }
