@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow_array::{RecordBatch, UInt32Array};
 use parquet::file::properties::WriterProperties;
@@ -23,6 +23,9 @@ use crate::writer::{ParquetFile, writer_properties};
 /// Records per decode: bounds the decoder's tape and the batches handed to the encoder.
 const CHUNK: usize = 8192;
 
+/// How long a record's schema is waited for when it is not readable yet.
+const SCHEMA_WAIT: Duration = Duration::from_secs(10);
+
 /// Lands records as Parquet files in an object store, exactly once (see [`crate::unit`]).
 pub struct ParquetSink {
     config: ParquetSinkConfig,
@@ -33,6 +36,8 @@ pub struct ParquetSink {
     partitioner: Partitioner,
     connector: String,
     schemas: HashMap<String, Schema>,
+    /// Schema ids waited for in vain (see [`SCHEMA_WAIT`]).
+    missing_schemas: HashSet<String>,
     partitions: BTreeMap<TopicPartition, PartitionState>,
     durable: SinkOffsets,
     /// Topics whose leftover uploads were aborted.
@@ -83,6 +88,7 @@ impl ParquetSink {
             store,
             connector: String::new(),
             schemas: HashMap::new(),
+            missing_schemas: HashSet::new(),
             partitions: BTreeMap::new(),
             durable: SinkOffsets::new(),
             cleaned: HashSet::new(),
@@ -140,7 +146,23 @@ impl ParquetSink {
             self.add_schema(Arc::clone(table))?;
         }
         for id in missing {
-            let Some(document) = ctx.schema(&id).await? else {
+            // A source registers a schema in the same batch as the first record naming
+            // it, but `__schemas` and the record's topic become readable independently:
+            // a missing schema is waited for before its records go to the dead letters
+            // (an id waited for in vain is only looked up again).
+            let waited = self.missing_schemas.contains(&id);
+            let started = Instant::now();
+            let document = loop {
+                if let Some(document) = ctx.schema(&id).await? {
+                    break Some(document);
+                }
+                if waited || started.elapsed() >= SCHEMA_WAIT {
+                    self.missing_schemas.insert(id.clone());
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let Some(document) = document else {
                 continue;
             };
             match TableSchema::from_document(&id, &document) {

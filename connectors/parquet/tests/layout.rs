@@ -342,3 +342,29 @@ async fn declared_columns_take_plain_rows() {
     assert_eq!(names, ["id", "name", "__partition", "__offset"]);
     assert_eq!(batches[0].num_rows(), 2);
 }
+
+/// A source registers a schema with the first record naming it, but the record's topic
+/// can be read first: the sink waits for the schema instead of dead-lettering.
+#[tokio::test]
+async fn a_record_read_before_its_schema_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = local_store(dir.path()).await;
+    let (ctx, letters, schemas) = context("lake");
+    let mut sink = sink(&store, &[]);
+    sink.start(&ctx).await.unwrap();
+    let mut records = orders("orders", 0, 0, 6);
+    for record in &mut records {
+        record.headers[0].value = Some("orders-v2".into());
+    }
+    let expected = landing(&records);
+    let register = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        schemas.insert("orders-v2", ORDERS.replace("orders-v1", "orders-v2"));
+    });
+    write_all(&mut sink, &ctx, records).await;
+    sink.stop().await.unwrap();
+    register.await.unwrap();
+    let letters = letters.take();
+    assert!(letters.is_empty(), "{letters:?}");
+    assert_exactly_once(dir.path(), &expected);
+}
