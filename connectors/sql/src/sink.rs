@@ -452,10 +452,14 @@ impl Sink for SqlSink {
             }
         }
         self.take_run(ctx, run_table.take(), &mut run)?;
-        // A full batch waits for the commit under way; under a backlog, a ripe one
-        // follows as soon as the target is free.
+        // Changes that fill the budget wait for the commit under way, which frees its
+        // share: if they fill it on their own, they commit next. Under a backlog, ripe
+        // ones follow as soon as the target is free.
         if self.full() {
-            self.begin_commit(ctx, &self.taken_offsets()).await?;
+            self.reap(true).await?;
+            if self.full() {
+                self.begin_commit(ctx, &self.taken_offsets()).await?;
+            }
         } else if ctx.metrics().sink_unread.load(Ordering::Relaxed) > 0 && self.ripe() {
             self.reap(false).await?;
             if matches!(self.link, Link::Idle(_)) {
