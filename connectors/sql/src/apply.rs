@@ -52,13 +52,7 @@ async fn apply_chunk(
             .await
             .map_err(|e| SqlError::from_sqlx(format!("truncate `{table}`"), e))?;
     }
-    let keys: Vec<usize> = chunk
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.key)
-        .map(|(i, _)| i)
-        .collect();
+    let keys = crate::schema::key_indexes(&chunk.columns);
     // Rows that update the same columns go together; almost always one group, the
     // one of the row before.
     struct RowGroup<'a> {

@@ -21,7 +21,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::config::{DeleteMode, DialectKind, Mode};
-use crate::schema::{Column, ColumnType};
+use crate::schema::{Column, ColumnType, key_indexes};
 use crate::values::{Cell, CellRef, into_cell};
 
 /// The columns the sink adds in `history` mode, after the table's own.
@@ -398,14 +398,14 @@ fn take_len(bytes: &mut &[u8]) -> Option<usize> {
 }
 
 /// A change event's value as the sink reads it (see `connectors/datagen/ENVELOPE.md`),
-/// in one pass: `after` (what all but deletes need) is parsed with the envelope,
-/// `before` only once the op says it is a delete.
+/// `before` unparsed and `after` as `After`.
 #[derive(Debug, Deserialize)]
-struct Envelope<'a> {
+#[serde(bound(deserialize = "After: Deserialize<'de>"))]
+struct AnyEnvelope<'a, After> {
     #[serde(default, borrow)]
     before: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    after: Option<Image<'a>>,
+    #[serde(default = "Option::default")]
+    after: Option<After>,
     #[serde(default, borrow)]
     op: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -416,23 +416,13 @@ struct Envelope<'a> {
     unchanged: Vec<String>,
 }
 
+/// An envelope read in one pass: `after` (what all but deletes need) is parsed with it,
+/// `before` only once the op says it is a delete.
+type Envelope<'a> = AnyEnvelope<'a, Image<'a>>;
+
 /// An envelope with both images unparsed: read when [`Envelope`] cannot be, to tell
 /// which part is wrong, or that the value is a plain row.
-#[derive(Debug, Deserialize)]
-struct RawEnvelope<'a> {
-    #[serde(default, borrow)]
-    before: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    after: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    op: Option<Cow<'a, str>>,
-    #[serde(default)]
-    ts_ms: Option<i64>,
-    #[serde(default)]
-    source: Option<SourceInfo>,
-    #[serde(default)]
-    unchanged: Vec<String>,
-}
+type RawEnvelope<'a> = AnyEnvelope<'a, &'a RawValue>;
 
 #[derive(Debug, Deserialize)]
 struct SourceInfo {
@@ -537,13 +527,7 @@ impl TableBatch {
                 });
             }
         }
-        self.keys = self
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.key)
-            .map(|(i, _)| i)
-            .collect();
+        self.keys = key_indexes(&self.columns);
     }
 
     fn add_column(&mut self, column: Column) {

@@ -48,6 +48,16 @@ pub struct Column {
     pub key: bool,
 }
 
+/// The indexes of the key columns of `columns`.
+pub fn key_indexes(columns: &[Column]) -> Vec<usize> {
+    columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.key)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// A schema document as sources register it (see `plexus_connector::Schemas`).
 #[derive(Debug, Deserialize)]
 struct Document {
