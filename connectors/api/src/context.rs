@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -60,6 +61,10 @@ pub const SCHEMAS_TOPIC: &str = "__schemas";
 
 /// The record header naming the schema (its id in [`SCHEMAS_TOPIC`]) of a record's value.
 pub const SCHEMA_HEADER: &str = "plexus.schema";
+
+/// How long a sink waits for a record's schema that is not readable yet (see
+/// [`SinkContext::wait_for_schema`]) before the record goes to the dead letters.
+pub const SCHEMA_WAIT: Duration = Duration::from_secs(10);
 
 /// Where a sink looks up the schemas that records name in their [`SCHEMA_HEADER`].
 ///
@@ -332,6 +337,23 @@ impl SinkContext {
     /// The schema document registered under `id` (see [`Schemas`]), or `None`.
     pub async fn schema(&self, id: &str) -> Result<Option<Bytes>, ConnectorError> {
         self.0.schemas.get(id).await
+    }
+
+    /// Like [`SinkContext::schema`], looking again for up to `wait` while it is missing.
+    /// A source registers a schema in the same batch as the first record naming it, but
+    /// [`SCHEMAS_TOPIC`] and the record's topic become readable independently: a record
+    /// can be read before its schema.
+    pub async fn wait_for_schema(&self, id: &str, wait: Duration) -> Result<Option<Bytes>, ConnectorError> {
+        let started = Instant::now();
+        loop {
+            if let Some(document) = self.schema(id).await? {
+                return Ok(Some(document));
+            }
+            if started.elapsed() >= wait {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sets where [`SinkContext::record`] reads records back (the runtime reads the

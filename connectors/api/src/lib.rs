@@ -48,8 +48,8 @@ mod record;
 
 pub use async_trait::async_trait;
 pub use context::{
-    CollectDeadLetters, DeadLetter, DeadLetters, MemoryRecords, MemorySchemas, Records, SCHEMA_HEADER, SCHEMAS_TOPIC,
-    Schemas, SinkContext, SourceContext, TaskMetrics,
+    CollectDeadLetters, DeadLetter, DeadLetters, MemoryRecords, MemorySchemas, Records, SCHEMA_HEADER, SCHEMA_WAIT,
+    SCHEMAS_TOPIC, Schemas, SinkContext, SourceContext, TaskMetrics,
 };
 pub use error::{ConnectorError, ErrorKind};
 pub use plexus_config::{ConfigSchema, ConnectorKind, FieldKind, FieldSpec, Settings};

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use arrow_array::{RecordBatch, UInt32Array};
 use parquet::file::properties::WriterProperties;
 use plexus_connector::{
-    ConnectorError, DeadLetter, SCHEMA_HEADER, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition, async_trait,
+    ConnectorError, DeadLetter, SCHEMA_HEADER, SCHEMA_WAIT, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition,
+    async_trait,
 };
 use plexus_connector_s3::{ObjectMeta, ObjectStore, Put, StoreSettings, Upload};
 
@@ -22,9 +23,6 @@ use crate::writer::{ParquetFile, writer_properties};
 
 /// Records per decode: bounds the decoder's tape and the batches handed to the encoder.
 const CHUNK: usize = 8192;
-
-/// How long a record's schema is waited for when it is not readable yet.
-const SCHEMA_WAIT: Duration = Duration::from_secs(10);
 
 /// Lands records as Parquet files in an object store, exactly once (see [`crate::unit`]).
 pub struct ParquetSink {
@@ -146,23 +144,15 @@ impl ParquetSink {
             self.add_schema(Arc::clone(table))?;
         }
         for id in missing {
-            // A source registers a schema in the same batch as the first record naming
-            // it, but `__schemas` and the record's topic become readable independently:
-            // a missing schema is waited for before its records go to the dead letters
+            // A missing schema is waited for before its records go to the dead letters
             // (an id waited for in vain is only looked up again).
-            let waited = self.missing_schemas.contains(&id);
-            let started = Instant::now();
-            let document = loop {
-                if let Some(document) = ctx.schema(&id).await? {
-                    break Some(document);
-                }
-                if waited || started.elapsed() >= SCHEMA_WAIT {
-                    self.missing_schemas.insert(id.clone());
-                    break None;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let wait = if self.missing_schemas.contains(&id) {
+                Duration::ZERO
+            } else {
+                SCHEMA_WAIT
             };
-            let Some(document) = document else {
+            let Some(document) = ctx.wait_for_schema(&id, wait).await? else {
+                self.missing_schemas.insert(id);
                 continue;
             };
             match TableSchema::from_document(&id, &document) {

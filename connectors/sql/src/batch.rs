@@ -460,8 +460,6 @@ pub struct TableBatch {
     mode: Mode,
     delete_mode: DeleteMode,
     dialect: DialectKind,
-    /// Records taken, tombstones included.
-    pub records: u64,
 }
 
 impl TableBatch {
@@ -482,7 +480,6 @@ impl TableBatch {
             mode,
             delete_mode,
             dialect,
-            records: 0,
         }
     }
 
@@ -588,7 +585,6 @@ impl TableBatch {
     }
 
     fn put_change(&mut self, change: &Change, bytes: &[u8], at: At<'_>) {
-        self.records += 1;
         match change {
             Change::Truncate => {
                 self.clear_rows();
@@ -836,7 +832,6 @@ impl TableBatch {
         // as the largest batch, and count against the memory budget.
         self.by_key = HashTable::new();
         self.spill = Vec::new();
-        self.records = 0;
         (rows, std::mem::replace(&mut self.truncate, false))
     }
 

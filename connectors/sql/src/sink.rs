@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use plexus_connector::{
-    ConnectorError, SCHEMA_HEADER, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition, async_trait,
+    ConnectorError, SCHEMA_HEADER, SCHEMA_WAIT, Sink, SinkContext, SinkOffsets, SinkRecord, TopicPartition, async_trait,
 };
 use tokio::task::JoinHandle;
 
@@ -28,9 +28,6 @@ use crate::dialect::{CatalogColumn, TableName, Target};
 use crate::error::SqlError;
 use crate::offsets;
 use crate::schema::{Column, columns_from_document};
-
-/// How long a record's schema is waited for when it is not readable yet.
-const SCHEMA_WAIT: Duration = Duration::from_secs(10);
 
 /// The connection: idle, or lent to the commit under way, which gives it back with
 /// the offsets it stored.
@@ -59,7 +56,7 @@ pub struct SqlSink {
     /// The schema each batch last took its columns from.
     batch_schema: HashMap<String, String>,
     /// The target table of each topic.
-    tables: HashMap<Arc<str>, String>,
+    tables: HashMap<Arc<str>, Arc<str>>,
     /// The target's columns of each table written, read once and after every change.
     catalog: HashMap<TableName, Vec<CatalogColumn>>,
     /// The offset after the last record taken, per topic-partition: a record before it
@@ -117,11 +114,9 @@ impl SqlSink {
 
     /// The columns of schema `id`, looked up once found.
     ///
-    /// A source registers a version in the same batch as the first record naming it,
-    /// but `__schemas` and the record's topic become readable independently: a record
-    /// can be read before its schema. A missing schema is waited for (up to
-    /// [`SCHEMA_WAIT`]) before the record is dead-lettered; an id that was waited for in
-    /// vain is only looked up again, not waited for.
+    /// A missing schema is waited for (up to [`SCHEMA_WAIT`], see
+    /// [`SinkContext::wait_for_schema`]) before the record is dead-lettered; an id that
+    /// was waited for in vain is only looked up again, not waited for.
     async fn schema(
         &mut self,
         ctx: &SinkContext,
@@ -130,20 +125,17 @@ impl SqlSink {
         if let Some(found) = self.schemas.get(id) {
             return Ok(found.clone());
         }
-        let waited = self.missing_schemas.contains(id);
-        let started = Instant::now();
-        let document = loop {
-            if let Some(document) = ctx.schema(id).await? {
-                break document;
-            }
-            if waited || started.elapsed() >= SCHEMA_WAIT {
-                self.missing_schemas.insert(id.to_owned());
-                return Ok(Err(format!(
-                    "schema `{id}` is not registered (waited {} s for it)",
-                    SCHEMA_WAIT.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let wait = if self.missing_schemas.contains(id) {
+            Duration::ZERO
+        } else {
+            SCHEMA_WAIT
+        };
+        let Some(document) = ctx.wait_for_schema(id, wait).await? else {
+            self.missing_schemas.insert(id.to_owned());
+            return Ok(Err(format!(
+                "schema `{id}` is not registered (waited {} s for it)",
+                SCHEMA_WAIT.as_secs()
+            )));
         };
         let found = columns_from_document(&document)
             .map(Arc::new)
@@ -216,7 +208,7 @@ impl SqlSink {
     fn take_run(
         &mut self,
         ctx: &SinkContext,
-        table: Option<String>,
+        table: Option<Arc<str>>,
         run: &mut Vec<SinkRecord>,
     ) -> Result<(), ConnectorError> {
         let Some(table) = table else {
@@ -225,7 +217,7 @@ impl SqlSink {
         if run.is_empty() {
             return Ok(());
         }
-        let Some(batch) = self.batches.get_mut(&table) else {
+        let Some(batch) = self.batches.get_mut(&*table) else {
             return Err(ConnectorError::fatal(format!(
                 "the sql sink lost its batch for `{table}`"
             )));
@@ -374,7 +366,7 @@ impl Sink for SqlSink {
         // several threads and then taken in order; a record of another table, or one
         // that changes its table's columns, ends the run.
         let mut run: Vec<SinkRecord> = Vec::new();
-        let mut run_table: Option<String> = None;
+        let mut run_table: Option<Arc<str>> = None;
         for record in records {
             if offsets::applied(&self.stored, &record.topic, record.partition, record.offset) {
                 continue;
@@ -393,20 +385,19 @@ impl Sink for SqlSink {
             };
             if !self.tables.contains_key(&record.topic) {
                 let table = self.config.table_for(&record.topic);
-                self.tables.insert(Arc::clone(&record.topic), table);
+                self.tables.insert(Arc::clone(&record.topic), table.into());
             }
-            let table = &self.tables[&record.topic];
+            let table = Arc::clone(&self.tables[&record.topic]);
             let schema_id = record
                 .headers
                 .iter()
                 .find(|h| h.key == SCHEMA_HEADER)
                 .and_then(|h| h.value.as_ref())
                 .and_then(|v| std::str::from_utf8(v).ok());
-            let new_schema = schema_id.filter(|id| self.batch_schema.get(table).map(String::as_str) != Some(*id));
-            if new_schema.is_some() || run_table.as_ref() != Some(table) {
+            let new_schema = schema_id.filter(|id| self.batch_schema.get(&*table).map(String::as_str) != Some(*id));
+            if new_schema.is_some() || run_table.as_deref() != Some(&*table) {
                 self.take_run(ctx, run_table.take(), &mut run)?;
             }
-            let table = self.tables[&record.topic].clone();
             let columns = match new_schema {
                 Some(id) => match self.schema(ctx, id).await? {
                     Ok(columns) => Some((columns, id.to_owned())),
@@ -417,18 +408,18 @@ impl Sink for SqlSink {
                 },
                 None => None,
             };
-            if !self.batches.contains_key(&table) {
-                let batch = TableBatch::new(table.clone(), self.config.mode, self.config.delete_mode, dialect);
-                self.batches.insert(table.clone(), batch);
+            if !self.batches.contains_key(&*table) {
+                let batch = TableBatch::new(table.to_string(), self.config.mode, self.config.delete_mode, dialect);
+                self.batches.insert(table.to_string(), batch);
             }
-            let Some(batch) = self.batches.get_mut(&table) else {
+            let Some(batch) = self.batches.get_mut(&*table) else {
                 return Err(ConnectorError::fatal(format!(
                     "the sql sink lost its batch for `{table}`"
                 )));
             };
             if let Some((columns, id)) = columns {
                 batch.use_columns(&columns, true);
-                self.batch_schema.insert(table.clone(), id);
+                self.batch_schema.insert(table.to_string(), id);
             }
             if batch.declared {
                 run_table.get_or_insert(table);
