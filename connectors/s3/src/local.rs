@@ -3,16 +3,16 @@
 //! and a completion never replaces an existing file.
 //!
 //! An upload is two files in `.uploads`: `<id>` holds the bytes, `<id>.key` the target
-//! key (keys have `/`, file names cannot). Completing fsyncs the data, then hard-links
-//! it to its final name: `link(2)` fails if the name exists, so two writers of the same
-//! key cannot both win and none can replace a file. The parent directory is fsynced so
-//! the new name survives a power loss.
+//! key (keys have `/`, file names cannot), written before the data file exists.
+//! Completing fsyncs the data, then hard-links it to its final name: `link(2)` fails if
+//! the name exists, so two writers of the same key cannot both win and none can replace
+//! a file. The parent directory is fsynced so the new name survives a power loss.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -177,7 +177,12 @@ impl ObjectStore for LocalStore {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(io_error("read", &key_file, e)),
                 };
-                if target.starts_with(&prefix) {
+                // An empty key file is one whose writer was killed between creating
+                // and writing it: no data file follows it, and nobody can tell which
+                // prefix it was for. It goes, whatever the prefix, unless this process
+                // made it (then its writer may be between the two steps right now).
+                let dead = target.is_empty() && !id.starts_with(instance());
+                if dead || target.starts_with(&prefix) && !target.is_empty() {
                     remove_upload(&uploads.join(id))?;
                     debug!(key = %target, "Aborted a leftover upload.");
                     aborted += 1;
@@ -385,15 +390,22 @@ fn walk(root: &Path, dir: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -> Resu
     Ok(())
 }
 
-/// A name no other upload of this or another process uses.
+/// A name no other upload of this or another process uses: this process's
+/// [`instance`], then a count.
 fn unique_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!(
-        "{nanos:x}-{:x}-{:x}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{}{:x}", instance(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What begins the ids of this process's uploads and no other's: the time of its first
+/// upload and its process id (a restarted process may get the same id, not the same
+/// time).
+fn instance() -> &'static str {
+    static INSTANCE: OnceLock<String> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("{nanos:x}-{:x}-", std::process::id())
+    })
 }
 
 /// Runs file system work off the async threads.

@@ -65,3 +65,25 @@ async fn an_unwritable_directory_is_a_fatal_error() {
     assert!(!error.is_retriable(), "{error}");
     assert!(error.message().contains("a-file"), "{error}");
 }
+
+/// A worker killed between creating an upload's key file and writing it leaves the
+/// key file empty: the next abort removes it whatever its prefix, and leaves the
+/// uploads of others alone.
+#[tokio::test]
+async fn an_empty_key_file_a_kill_left_is_removed() {
+    let (dir, store) = store().await;
+    let uploads = dir.path().join("store/.uploads");
+    // An id of another process: time, process id, count.
+    std::fs::write(uploads.join("18ea65fcaa6f651b-2ddf-24.key"), b"").unwrap();
+    let mut live = store.start_upload("other/live.bin").await.unwrap();
+    live.put_part(scenarios::pattern(2, 10)).await.unwrap();
+    assert_eq!(store.abort_uploads("mine/").await.unwrap(), 1);
+    let left: Vec<String> = std::fs::read_dir(&uploads)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "the live upload's data and key files stay: {left:?}");
+    assert!(!left.iter().any(|n| n.starts_with("18ea65fcaa6f651b-")), "{left:?}");
+    assert_eq!(live.complete().await.unwrap(), Put::Created);
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
+}
