@@ -19,8 +19,13 @@ pub(crate) struct Session {
 }
 
 /// Sends the startup packet, authenticates, and reads up to the first ReadyForQuery.
-pub(crate) async fn start_session(transport: &mut Transport, options: &ConnectOptions) -> Result<Session, ClientError> {
-    let parameters = options.startup_parameters();
+/// `replication` asks for a walsender (`replication=database`) instead of a plain session.
+pub(crate) async fn start_session(
+    transport: &mut Transport,
+    options: &ConnectOptions,
+    replication: bool,
+) -> Result<Session, ClientError> {
+    let parameters = options.startup_parameters(replication);
     frontend::startup_message(
         parameters.iter().map(|(name, value)| (*name, value.as_str())),
         transport.write_buf(),

@@ -52,7 +52,7 @@ pub(crate) fn bytes_missing(buf: &[u8]) -> Result<usize, ClientError> {
 }
 
 /// The whole length (tag included) of the first message, once its header is there.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, ClientError> {
+pub(crate) fn frame_len(buf: &[u8]) -> Result<Option<usize>, ClientError> {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Ok(None);
     };

@@ -10,9 +10,11 @@ use tracing::debug;
 
 use super::codec::{self, Frame};
 use super::transport::{Socket, Transport};
-use super::{ClientError, ConnectOptions, ReplicationStream, SslMode, auth, tls};
+use super::{ClientError, ConnectOptions, CopyOut, ReplicationStream, SslMode, auth, tls};
 
-/// A connection opened with `replication=database` (logical replication walsender that also accepts simple SQL).
+/// A connection opened with `replication=database` (logical replication walsender that
+/// also accepts simple SQL), or with [`ReplicationConnection::connect_sql`] an ordinary
+/// session, which reads tables with [`ReplicationConnection::copy_out`].
 pub struct ReplicationConnection {
     transport: Transport,
     backend_pid: i32,
@@ -23,11 +25,21 @@ impl ReplicationConnection {
     /// Connects, negotiates TLS as `options.sslmode` says, and authenticates, all within
     /// `options.connect_timeout` (a zero timeout waits forever, as in libpq).
     pub async fn connect(options: &ConnectOptions) -> Result<ReplicationConnection, ClientError> {
+        Self::open(options, true).await
+    }
+
+    /// Connects like [`ReplicationConnection::connect`], for an ordinary session (no
+    /// walsender: it takes no `max_wal_senders` slot and runs any SQL).
+    pub async fn connect_sql(options: &ConnectOptions) -> Result<ReplicationConnection, ClientError> {
+        Self::open(options, false).await
+    }
+
+    async fn open(options: &ConnectOptions, replication: bool) -> Result<ReplicationConnection, ClientError> {
         let after = options.connect_timeout;
         if after.is_zero() {
-            return Self::connect_unbounded(options).await;
+            return Self::connect_unbounded(options, replication).await;
         }
-        tokio::time::timeout(after, Self::connect_unbounded(options))
+        tokio::time::timeout(after, Self::connect_unbounded(options, replication))
             .await
             .unwrap_or_else(|_| {
                 Err(ClientError::Timeout {
@@ -87,7 +99,7 @@ impl ReplicationConnection {
                     error.get_or_insert(ClientError::InvalidInput {
                         message: format!(
                             "`{sql}` starts a COPY, which simple_query does not run; use start_replication for \
-                             START_REPLICATION"
+                             START_REPLICATION, copy_out for COPY ... TO STDOUT"
                         ),
                     });
                 }
@@ -96,6 +108,35 @@ impl ReplicationConnection {
                 other => {
                     return Err(ClientError::protocol(format!(
                         "{} in the answer to a simple query",
+                        codec::describe_tag(other)
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Sends `sql`, a `COPY ... TO STDOUT`, and expects CopyOutResponse; the rows then
+    /// come from [`CopyOut::read`]. The connection is usable again once that returns
+    /// false (the COPY ended); after an error, drop it.
+    pub async fn copy_out(&mut self, sql: &str) -> Result<CopyOut<'_>, ClientError> {
+        self.send_query(sql).await?;
+        loop {
+            let frame = self.transport.read_frame("starting a COPY").await?;
+            match frame.tag {
+                b'H' => return Ok(CopyOut::new(&mut self.transport)),
+                b'E' => {
+                    let error = codec::parse_error_response(frame.body)?;
+                    // Up to ReadyForQuery, so that the connection stays usable.
+                    if !is_fatal(&error) {
+                        while self.transport.read_frame("ending a failed COPY").await?.tag != b'Z' {}
+                    }
+                    return Err(error);
+                }
+                _ if handle_asynchronous(&frame)? => {}
+                other => {
+                    return Err(ClientError::protocol(format!(
+                        "`{sql}` was answered with {} instead of CopyOutResponse; copy_out expects a COPY ... TO \
+                         STDOUT",
                         codec::describe_tag(other)
                     )));
                 }
@@ -133,9 +174,19 @@ impl ReplicationConnection {
         }
     }
 
-    async fn connect_unbounded(options: &ConnectOptions) -> Result<ReplicationConnection, ClientError> {
+    /// Ends the session politely (Terminate, then closing the socket).
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        frontend::terminate(self.transport.write_buf());
+        self.transport.flush().await?;
+        self.transport.shutdown().await
+    }
+
+    async fn connect_unbounded(
+        options: &ConnectOptions,
+        replication: bool,
+    ) -> Result<ReplicationConnection, ClientError> {
         let mut transport = Transport::new(open_socket(options).await?);
-        let session = auth::start_session(&mut transport, options).await?;
+        let session = auth::start_session(&mut transport, options, replication).await?;
         let server_version_num = codec::server_version_num(&session.server_version);
         debug!(
             host = %options.host,

@@ -4,7 +4,9 @@
 //! which logical replication needs (CREATE_REPLICATION_SLOT, START_REPLICATION). This
 //! client does only that: connect (TLS per `sslmode` as libpq, SCRAM-SHA-256, MD5 or
 //! cleartext passwords), run simple-protocol commands, and stream the CopyData messages
-//! of a started slot. Decoding them is [`crate::replication`]'s job.
+//! of a started slot. Decoding them is [`crate::replication`]'s job. On an ordinary
+//! session ([`ReplicationConnection::connect_sql`]) it also reads `COPY ... TO STDOUT`
+//! ([`CopyOut`]): the snapshot's bulk reads, row by row straight off the read buffer.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), plexus_connector_postgres::client::ClientError> {
@@ -35,11 +37,12 @@
 //! Files by role: `options` (what to connect to), `transport` (TCP or TLS, with
 //! cancel-safe buffers), `tls` (certificate checks per sslmode), `auth` (startup and
 //! passwords), `codec` (the server's messages, no I/O), `connection` and `stream` (the
-//! two phases of a session), `error`.
+//! two phases of a session), `copy` (reading a COPY), `error`.
 
 mod auth;
 mod codec;
 mod connection;
+mod copy;
 mod error;
 mod options;
 mod stream;
@@ -47,6 +50,7 @@ mod tls;
 mod transport;
 
 pub use connection::ReplicationConnection;
+pub use copy::CopyOut;
 pub use error::ClientError;
 pub use options::{ConnectOptions, ParseSslModeError, SslMode};
 pub use stream::ReplicationStream;

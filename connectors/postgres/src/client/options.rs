@@ -121,15 +121,15 @@ impl fmt::Debug for ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// The parameters of the startup packet, for a logical replication walsender that
-    /// also accepts SQL (`replication=database`).
-    pub(crate) fn startup_parameters(&self) -> Vec<(&'static str, String)> {
-        let mut parameters = vec![
-            ("user", self.user.clone()),
-            ("database", self.database.clone()),
-            ("replication", "database".to_owned()),
-            ("client_encoding", "UTF8".to_owned()),
-        ];
+    /// The parameters of the startup packet: for a logical replication walsender that
+    /// also accepts SQL (`replication=database`) when `replication`, else for an
+    /// ordinary session.
+    pub(crate) fn startup_parameters(&self, replication: bool) -> Vec<(&'static str, String)> {
+        let mut parameters = vec![("user", self.user.clone()), ("database", self.database.clone())];
+        if replication {
+            parameters.push(("replication", "database".to_owned()));
+        }
+        parameters.push(("client_encoding", "UTF8".to_owned()));
         if !self.application_name.is_empty() {
             parameters.push(("application_name", self.application_name.clone()));
         }
@@ -203,7 +203,7 @@ mod tests {
             settings,
             ..ConnectOptions::default()
         };
-        let parameters = options.startup_parameters();
+        let parameters = options.startup_parameters(true);
         assert!(parameters.contains(&("replication", "database".to_owned())));
         assert!(parameters.iter().any(|(name, _)| *name == "options"));
     }

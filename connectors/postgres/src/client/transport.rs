@@ -78,6 +78,20 @@ impl Transport {
         }
     }
 
+    /// The bytes read and not taken yet, for reading messages in place.
+    pub(crate) fn buffered(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
+    /// Reads more bytes into the buffer (at least one), making room first.
+    pub(crate) async fn read_more(&mut self, during: &'static str) -> Result<(), ClientError> {
+        self.make_read_space()?;
+        if self.socket.read_buf(&mut self.read_buf).await? == 0 {
+            return Err(ClientError::ConnectionClosed { during });
+        }
+        Ok(())
+    }
+
     /// Sends everything appended to the write buffer and flushes the socket. If cancelled,
     /// the bytes not yet sent stay queued (messages are never cut) and go out with the
     /// next call.

@@ -9,7 +9,7 @@ use sqlx::{Connection, Row};
 
 use crate::client::{ConnectOptions, SslMode};
 use crate::replication::Lsn;
-use crate::source::config::{TableName, quote_identifier, quote_literal};
+use crate::source::config::{TableName, quote_identifier};
 use crate::source::table::{Column, TableInfo};
 use crate::types::PgType;
 
@@ -394,20 +394,6 @@ pub async fn emit_heartbeat(conn: &mut PgConnection) -> Result<(), ConnectorErro
         .await
         .map(drop)
         .map_err(|e| sql_error("writing a heartbeat", e))
-}
-
-/// Begins a read-only repeatable-read transaction, under `snapshot` (exported by the
-/// slot) when given.
-pub async fn begin_snapshot(conn: &mut PgConnection, snapshot: Option<&str>) -> Result<(), ConnectorError> {
-    let mut sql = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;");
-    if let Some(name) = snapshot {
-        sql.push_str(&format!("SET TRANSACTION SNAPSHOT {};", quote_literal(name)));
-    }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut *conn)
-        .await
-        .map(drop)
-        .map_err(|e| sql_error("starting the snapshot transaction", e))
 }
 
 /// Types by OID: built-ins directly, user types (enums, domains, their arrays) from

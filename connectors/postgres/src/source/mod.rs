@@ -436,18 +436,27 @@ impl SnapshotStart<'_> {
 async fn snapshot_readers(
     config: &CdcConfig,
     exported: Option<&str>,
-) -> Result<Vec<sqlx::postgres::PgConnection>, ConnectorError> {
+) -> Result<Vec<ReplicationConnection>, ConnectorError> {
     let mut readers = Vec::with_capacity(config.snapshot_parallelism);
     let mut name = exported.map(str::to_owned);
     for _ in 0..config.snapshot_parallelism {
-        let mut conn = catalog::connect(&config.connect).await?;
-        catalog::begin_snapshot(&mut conn, name.as_deref()).await?;
+        let mut conn = ReplicationConnection::connect_sql(&config.connect)
+            .await
+            .map_err(|e| client_error("connecting a snapshot reader", e))?;
+        let mut sql = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;");
+        if let Some(name) = &name {
+            sql.push_str(&format!("SET TRANSACTION SNAPSHOT {};", config::quote_literal(name)));
+        }
+        conn.simple_query(&sql)
+            .await
+            .map_err(|e| client_error("starting the snapshot transaction", e))?;
         if name.is_none() {
-            let exported: (String,) = sqlx::query_as("SELECT pg_export_snapshot()")
-                .fetch_one(&mut conn)
+            let rows = conn
+                .simple_query("SELECT pg_export_snapshot()")
                 .await
-                .map_err(|e| catalog::sql_error("exporting the snapshot", e))?;
-            name = Some(exported.0);
+                .map_err(|e| client_error("exporting the snapshot", e))?;
+            let exported = rows.into_iter().next().and_then(|row| row.into_iter().next().flatten());
+            name = Some(exported.ok_or_else(|| ConnectorError::retriable("pg_export_snapshot() returned no name"))?);
         }
         readers.push(conn);
     }

@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
-use futures_util::StreamExt;
 use plexus_connector::{ConnectorError, Position, SourceContext, SourceRecord};
-use sqlx::Row;
-use sqlx::postgres::PgConnection;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::client::ReplicationConnection;
 use crate::replication::Lsn;
-use crate::source::catalog::sql_error;
+use crate::source::client_error;
 use crate::source::config::{CdcConfig, quote_identifier, quote_literal};
 use crate::source::envelope::{self, Cell, Op, SourceInfo};
 use crate::source::now_ms;
@@ -25,10 +22,7 @@ use crate::source::read_events::ReadEvents;
 use crate::source::stream::schema_record;
 use crate::source::table::TableInfo;
 use crate::types::PgType;
-use crate::types::copy::{for_each_field, split_lines};
-
-/// COPY data is handed from the reading tasks in pieces of about this size.
-const PIECE: usize = 256 * 1024;
+use crate::types::copy::for_each_field;
 
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -90,18 +84,20 @@ struct Chunk {
     last_key: Vec<String>,
 }
 
-/// The connections reading the snapshot, all in the same snapshot transaction.
+/// The connections reading the snapshot, all in the same snapshot transaction: ordinary
+/// sessions of the crate's own client, which reads a COPY's rows in place (sqlx would
+/// hand over every row as a message of its own).
 struct Pool {
-    tx: mpsc::Sender<PgConnection>,
-    rx: Mutex<mpsc::Receiver<PgConnection>>,
+    tx: mpsc::Sender<ReplicationConnection>,
+    rx: Mutex<mpsc::Receiver<ReplicationConnection>>,
 }
 
 impl Pool {
-    async fn take(&self) -> Option<PgConnection> {
+    async fn take(&self) -> Option<ReplicationConnection> {
         self.rx.lock().await.recv().await
     }
 
-    async fn put(&self, conn: PgConnection) {
+    async fn put(&self, conn: ReplicationConnection) {
         let _ = self.tx.send(conn).await;
     }
 }
@@ -115,7 +111,7 @@ impl Snapshot {
         tables: Vec<Arc<TableInfo>>,
         estimates: &[u64],
         consistent_lsn: Lsn,
-        connections: Vec<PgConnection>,
+        connections: Vec<ReplicationConnection>,
         resume: Option<SnapshotPosition>,
         boundaries: Vec<SnapshotPosition>,
     ) -> Snapshot {
@@ -250,8 +246,8 @@ impl Snapshot {
         drop(self.scan);
         let mut rx = self.pool.rx.lock().await;
         while let Ok(mut conn) = rx.try_recv() {
-            let _ = sqlx::raw_sql("COMMIT").execute(&mut conn).await;
-            let _ = sqlx::Connection::close(conn).await;
+            let _ = conn.simple_query("COMMIT").await;
+            let _ = conn.close().await;
         }
     }
 
@@ -380,13 +376,15 @@ impl Snapshot {
         let Some(mut conn) = self.pool.take().await else {
             return Err(ConnectorError::retriable("the snapshot connections are gone"));
         };
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await;
+        let rows = conn.simple_query(&sql).await;
         self.pool.put(conn).await;
-        let row = row.map_err(|e| sql_error(&format!("planning the snapshot of {}", table.qualified), e))?;
-        let (Some(min), Some(max)) = (
-            row.try_get::<Option<i64>, _>(0).ok().flatten(),
-            row.try_get::<Option<i64>, _>(1).ok().flatten(),
-        ) else {
+        let rows = rows.map_err(|e| client_error(&format!("planning the snapshot of {}", table.qualified), e))?;
+        let bound = |i: usize| {
+            rows.first()
+                .and_then(|row| row.get(i).cloned().flatten())
+                .and_then(|text| text.parse::<i64>().ok())
+        };
+        let (Some(min), Some(max)) = (bound(0), bound(1)) else {
             return Ok(Vec::new());
         };
         let span = (max as i128 - min as i128 + 1).max(1);
@@ -446,80 +444,68 @@ fn start_segment(pool: &Arc<Pool>, segment: Segment, events: ReadEvents, chunk_r
 /// Streams the COPY's rows into `tx` as chunks of records. False when the connection
 /// cannot be reused (an error, or the reader went away mid-copy).
 async fn read_segment(
-    conn: &mut PgConnection,
+    conn: &mut ReplicationConnection,
     sql: &str,
     mut events: ReadEvents,
     chunk_rows: usize,
     tx: &mpsc::Sender<Result<Chunk, ConnectorError>>,
 ) -> bool {
-    let mut stream = match conn.copy_out_raw(sql).await {
-        Ok(stream) => stream,
+    let mut copy = match conn.copy_out(sql).await {
+        Ok(copy) => copy,
         Err(e) => {
-            let _ = tx.send(Err(sql_error("starting a snapshot read", e))).await;
+            let _ = tx.send(Err(client_error("starting a snapshot read", e))).await;
             return false;
         }
     };
-    let mut rest = BytesMut::with_capacity(PIECE + 4096);
+    // The last row converted (its key is where the chunk ends).
+    let mut last = Vec::new();
     loop {
-        let data = stream.next().await;
-        let end = data.is_none();
-        match data {
-            Some(Ok(data)) => rest.extend_from_slice(&data),
-            Some(Err(e)) => {
-                let _ = tx.send(Err(sql_error("reading the snapshot", e))).await;
+        // The rows of one socket read, converted where they are.
+        let now = now_ms();
+        let mut failure = None;
+        let more = copy
+            .read(|line| {
+                if failure.is_some() {
+                    return;
+                }
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                match events.push(line, now) {
+                    Ok(()) => {
+                        last.clear();
+                        last.extend_from_slice(line);
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            })
+            .await;
+        let more = match more {
+            Ok(more) => more,
+            Err(e) => {
+                let _ = tx.send(Err(client_error("reading the snapshot", e))).await;
                 return false;
             }
-            None => {}
-        }
-        if rest.len() < PIECE && !end {
-            continue;
-        }
-        if let Err(e) = convert(&mut events, &mut rest) {
+        };
+        let failure = match failure {
+            None if !last.is_empty() => key_text(events.table(), &last)
+                .map(|key| events.set_last_key(key))
+                .err(),
+            failure => failure,
+        };
+        last.clear();
+        if let Some(e) = failure {
             let _ = tx.send(Err(e)).await;
             return false;
         }
-        if end {
-            break;
-        }
-        if events.len() >= chunk_rows {
+        if (!more && events.len() > 0) || events.len() >= chunk_rows {
             let (records, last_key) = events.take();
             if tx.send(Ok(Chunk { records, last_key })).await.is_err() {
                 return false;
             }
         }
-    }
-    drop(stream);
-    if !rest.is_empty() {
-        let _ = tx
-            .send(Err(ConnectorError::retriable(
-                "the snapshot read ended in the middle of a row",
-            )))
-            .await;
-        return false;
-    }
-    if events.len() > 0 {
-        let (records, last_key) = events.take();
-        if tx.send(Ok(Chunk { records, last_key })).await.is_err() {
-            return false;
+        if !more {
+            return true;
         }
     }
-    true
-}
-
-/// Turns the complete lines of `rest` into records, keeping an incomplete last line.
-fn convert(events: &mut ReadEvents, rest: &mut BytesMut) -> Result<(), ConnectorError> {
-    let now = now_ms();
-    let (lines, consumed) = split_lines(rest);
-    let mut last = None;
-    for line in lines {
-        events.push(line, now)?;
-        last = Some(line);
-    }
-    if let Some(line) = last {
-        events.set_last_key(key_text(events.table(), line)?);
-    }
-    rest.advance(consumed);
-    Ok(())
 }
 
 /// `COPY (SELECT columns FROM table WHERE key > after AND key <= upto ORDER BY key) TO STDOUT`.

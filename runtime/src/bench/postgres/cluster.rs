@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::StreamExt;
+use plexus_connector_postgres::client::ReplicationConnection;
 use plexus_tests::TempPostgres;
 use plexus_tests::postgres::{PASSWORD, USER, VERSION};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
@@ -171,22 +171,41 @@ impl Cluster {
 
     /// Reads `COPY table TO STDOUT` to its end, counting rows and bytes (streamed: the
     /// data is never held, so it does not count in the process's peak memory).
+    /// Reads `COPY table TO STDOUT` with the client the source's snapshot reads with,
+    /// counting its rows and bytes.
     pub async fn copy_out(&self, table: &str) -> anyhow::Result<(u64, u64)> {
-        let mut conn = self.session().await?;
+        let options = plexus_connector_postgres::client::ConnectOptions {
+            host: "127.0.0.1".to_owned(),
+            port: self.pg.port(),
+            user: USER.to_owned(),
+            password: Some(PASSWORD.to_owned()),
+            database: DATABASE.to_owned(),
+            sslmode: plexus_connector_postgres::client::SslMode::Disable,
+            ..Default::default()
+        };
+        let mut conn = ReplicationConnection::connect_sql(&options)
+            .await
+            .context("connecting for COPY")?;
         let (mut rows, mut bytes) = (0u64, 0u64);
         {
-            let mut stream = conn
-                .copy_out_raw(&format!("COPY {table} TO STDOUT"))
+            let mut copy = conn
+                .copy_out(&format!("COPY {table} TO STDOUT"))
                 .await
                 .context("starting COPY")?;
             loop {
-                let data = tokio::time::timeout(STALL, stream.next())
-                    .await
-                    .with_context(|| format!("COPY sent nothing for {} s", STALL.as_secs()))?;
-                let Some(data) = data else { break };
-                let data = data.context("reading COPY")?;
-                bytes += data.len() as u64;
-                rows += data.iter().filter(|&&b| b == b'\n').count() as u64;
+                let more = tokio::time::timeout(
+                    STALL,
+                    copy.read(|row| {
+                        bytes += row.len() as u64;
+                        rows += 1;
+                    }),
+                )
+                .await
+                .with_context(|| format!("COPY sent nothing for {} s", STALL.as_secs()))?
+                .context("reading COPY")?;
+                if !more {
+                    break;
+                }
             }
         }
         let _ = conn.close().await;
