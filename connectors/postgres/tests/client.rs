@@ -403,6 +403,75 @@ async fn tls_modes_against_a_server_without_ssl() {
     .await;
 }
 
+/// An ordinary session reads a COPY row by row, the same rows psql reads; a failing
+/// COPY is a server error that leaves the session usable, and the session is no
+/// walsender.
+#[tokio::test]
+async fn an_sql_session_reads_a_copy_like_psql() {
+    within(async {
+        let pg = TempPostgres::start().unwrap();
+        pg.psql(
+            "postgres",
+            "CREATE TABLE copied (id int PRIMARY KEY, note text); \
+             INSERT INTO copied SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE repeat(E'x\\t', g % 50) END \
+             FROM generate_series(1, 50000) g",
+        )
+        .unwrap();
+        let mut conn = ReplicationConnection::connect_sql(&options(&pg, SslMode::Disable))
+            .await
+            .unwrap();
+        let walsender = conn
+            .simple_query("SELECT backend_type FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            .await
+            .unwrap();
+        assert_eq!(walsender, vec![vec![Some("client backend".to_owned())]]);
+
+        let mut text = Vec::new();
+        let mut rows = 0;
+        let mut reads = 0;
+        {
+            let mut copy = conn.copy_out("COPY copied TO STDOUT").await.unwrap();
+            while copy
+                .read(|row| {
+                    assert_eq!(row.last(), Some(&b'\n'), "one row per message");
+                    text.extend_from_slice(row);
+                    rows += 1;
+                })
+                .await
+                .unwrap()
+            {
+                reads += 1;
+            }
+            assert!(!copy.read(|_| panic!("a row after the end")).await.unwrap());
+        }
+        assert_eq!(rows, 50_000);
+        assert!(reads > 1, "the rows came in {reads} reads");
+        let psql = pg.psql("postgres", "COPY copied TO STDOUT").unwrap();
+        assert!(String::from_utf8(text).unwrap().trim_end() == psql.trim_end());
+
+        let missing = conn.copy_out("COPY no_such_table TO STDOUT").await.unwrap_err();
+        assert_eq!(missing.sqlstate(), Some("42P01"), "{missing}");
+        let mut copy = conn
+            .copy_out("COPY (SELECT 1 / (3 - g) FROM generate_series(1, 5) g) TO STDOUT")
+            .await
+            .unwrap();
+        let mut seen = 0;
+        let failed = loop {
+            match copy.read(|_| seen += 1).await {
+                Ok(true) => {}
+                Ok(false) => panic!("the division by zero was not reported"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(failed.sqlstate(), Some("22012"), "{failed}");
+        assert_eq!(seen, 2);
+        let after = conn.simple_query("SELECT count(*) FROM copied").await.unwrap();
+        assert_eq!(after, vec![vec![Some("50000".to_owned())]]);
+        conn.close().await.unwrap();
+    })
+    .await;
+}
+
 /// Runs a test body within [`TEST_TIMEOUT`].
 async fn within(test: impl Future<Output = ()>) {
     tokio::time::timeout(TEST_TIMEOUT, test)
