@@ -731,13 +731,13 @@ async fn stats_count_appends_fetches_and_fsyncs_exactly() {
             timestamp: 2,
             key: None,
             value: Some(Bytes::from_static(b"d")),
-            headers: Vec::new(),
+            headers: Default::default(),
         },
         plexus_log::Record {
             timestamp: 2,
             key: None,
             value: Some(Bytes::from_static(b"e")),
-            headers: Vec::new(),
+            headers: Default::default(),
         },
     ];
     p.append_records(&records).await.unwrap();

@@ -67,7 +67,7 @@ pub(crate) fn sink_record(topic: Arc<str>, partition: u32, record: StoredRecord)
             .headers
             .into_iter()
             .map(|h| Header {
-                key: h.key,
+                key: h.key.into(),
                 value: h.value,
             })
             .collect(),

@@ -53,7 +53,7 @@ pub use context::{
 };
 pub use error::{ConnectorError, ErrorKind};
 pub use plexus_config::{ConfigSchema, ConnectorKind, FieldKind, FieldSpec, Settings};
-pub use record::{Header, Position, SinkOffsets, SinkRecord, SourceBatch, SourceRecord, TopicPartition};
+pub use record::{Header, Headers, Position, SinkOffsets, SinkRecord, SourceBatch, SourceRecord, TopicPartition};
 
 /// What a source's poll produced.
 #[derive(Debug)]

@@ -1,17 +1,32 @@
 //! Records, positions and offsets as connectors see them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 /// A record header: a name and an optional value (Kafka's shape).
+///
+/// The name is usually a constant (`plexus.schema`): `"name".into()` borrows it, so
+/// a header costs no allocation per record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub key: String,
+    pub key: Cow<'static, str>,
     pub value: Option<Bytes>,
 }
+
+impl Header {
+    pub fn new(key: impl Into<Cow<'static, str>>, value: Option<Bytes>) -> Header {
+        Header { key: key.into(), value }
+    }
+}
+
+/// A record's headers: one is held in the record itself, more take an allocation.
+/// Build them with `[header].into_iter().collect()`, [`Headers::new`] and `push`.
+pub type Headers = SmallVec<[Header; 1]>;
 
 /// A record produced by a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +38,14 @@ pub struct SourceRecord {
     pub key: Option<Bytes>,
     /// `None` is a tombstone: the key was deleted.
     pub value: Option<Bytes>,
-    pub headers: Vec<Header>,
+    pub headers: Headers,
     /// The table (or stream) the record belongs to, for sources that read several.
     /// The connector's `topic` is a template: `{table}` in it is replaced by this
     /// (`topic = "shop.{table}"` gives `shop.orders`, `shop.customers`, ...); a `topic`
     /// without `{table}` takes every record of the connector. A name starting with `__`
-    /// is an internal topic (`__schemas`), written as named.
-    pub topic: Option<String>,
+    /// is an internal topic (`__schemas`), written as named. Shared: the records of one
+    /// table can hold the same name.
+    pub topic: Option<Arc<str>>,
 }
 
 impl SourceRecord {
@@ -39,7 +55,7 @@ impl SourceRecord {
             timestamp,
             key,
             value,
-            headers: Vec::new(),
+            headers: Headers::new(),
             topic: None,
         }
     }
@@ -64,7 +80,7 @@ pub struct SinkRecord {
     pub timestamp: i64,
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
-    pub headers: Vec<Header>,
+    pub headers: Headers,
 }
 
 /// A partition of a topic.

@@ -75,7 +75,7 @@ impl Table {
     /// The header naming this table's schema.
     pub fn schema_header(self) -> Header {
         Header {
-            key: SCHEMA_HEADER.to_owned(),
+            key: SCHEMA_HEADER.into(),
             value: Some(Bytes::from_static(self.schema_id().as_bytes())),
         }
     }
@@ -90,8 +90,8 @@ pub fn schema_records(tables: &[Table], timestamp: i64) -> Vec<SourceRecord> {
             timestamp,
             key: Some(Bytes::from_static(table.schema_id().as_bytes())),
             value: Some(Bytes::from(table.schema_document())),
-            headers: Vec::new(),
-            topic: Some(SCHEMAS_TOPIC.to_owned()),
+            headers: Default::default(),
+            topic: Some(SCHEMAS_TOPIC.into()),
         })
         .collect()
 }

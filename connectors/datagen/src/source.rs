@@ -1,12 +1,13 @@
 //! The running `datagen` source: batches of generated events, at a rate or flat out.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use plexus_connector::{ConnectorError, Poll, Position, Source, SourceBatch, SourceContext, SourceRecord, async_trait};
 
 use crate::config::DatagenConfig;
-use crate::generator::{Generator, Op};
+use crate::generator::{Generator, Op, Table};
 use crate::schema::schema_records;
 
 /// Generates the change events of a synthetic shop; see the crate documentation.
@@ -22,6 +23,8 @@ pub struct DatagenSource {
     buf: BytesMut,
     /// The tables' schemas go out with the first batch after a start.
     register_schemas: bool,
+    /// Each table's name, shared by its records.
+    names: [Arc<str>; 3],
 }
 
 impl DatagenSource {
@@ -33,6 +36,7 @@ impl DatagenSource {
             clock: None,
             buf: BytesMut::new(),
             register_schemas: true,
+            names: Table::ALL.map(|t| Arc::from(t.name())),
         }
     }
 
@@ -110,21 +114,21 @@ impl Source for DatagenSource {
             generator.write_value(&event, &mut self.buf);
             let value = self.buf.split().freeze();
             // The table: the runtime puts it in place of `{table}` in the topic.
-            let table = event.table.name();
+            let table = &self.names[event.table as usize];
             let timestamp = event.ts_ms as i64;
             let tombstone = (event.op == Op::Delete && self.config.tombstones).then(|| SourceRecord {
                 timestamp,
                 key: Some(key.clone()),
                 value: None,
-                headers: Vec::new(),
-                topic: Some(table.to_owned()),
+                headers: Default::default(),
+                topic: Some(Arc::clone(table)),
             });
             records.push(SourceRecord {
                 timestamp,
                 key: Some(key),
                 value: Some(value),
-                headers: vec![event.table.schema_header()],
-                topic: Some(table.to_owned()),
+                headers: [event.table.schema_header()].into_iter().collect(),
+                topic: Some(Arc::clone(table)),
             });
             records.extend(tombstone);
         }

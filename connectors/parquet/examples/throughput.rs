@@ -113,10 +113,12 @@ fn generate(events: u64, fetch_bytes: usize, mut send: impl FnMut(Fetch) -> bool
             timestamp,
             key: Some(key_bytes.clone()),
             value: Some(value),
-            headers: vec![plexus_connector::Header {
+            headers: [plexus_connector::Header {
                 key: plexus_connector::SCHEMA_HEADER.into(),
                 value: event.table.schema_header().value,
-            }],
+            }]
+            .into_iter()
+            .collect(),
         });
         *offset += 1;
         if event.op == Op::Delete {
@@ -127,7 +129,7 @@ fn generate(events: u64, fetch_bytes: usize, mut send: impl FnMut(Fetch) -> bool
                 timestamp,
                 key: Some(key_bytes),
                 value: None,
-                headers: Vec::new(),
+                headers: Default::default(),
             });
             *offset += 1;
         }

@@ -581,7 +581,7 @@ mod tests {
             timestamp: 0,
             key: None,
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            headers: Vec::new(),
+            headers: Default::default(),
         }
     }
 

@@ -159,7 +159,7 @@ mod tests {
                     timestamp: 0,
                     key: None,
                     value: Some(Bytes::from(value)),
-                    headers: Vec::new(),
+                    headers: Default::default(),
                 }
             })
             .collect()

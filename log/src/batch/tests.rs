@@ -142,10 +142,12 @@ fn add_header_to_last_changes_only_the_last_record() {
         .map(|i| Record {
             key: Some(Bytes::from(format!("key-{i}"))),
             value: Some(Bytes::from(vec![i as u8; 10])),
-            headers: vec![Header {
+            headers: [Header {
                 key: "origin".into(),
                 value: None,
-            }],
+            }]
+            .into_iter()
+            .collect(),
             timestamp: 100 + i,
         })
         .collect();

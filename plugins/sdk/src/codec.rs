@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use plexus_connector::{
-    DeadLetter, Header, Position, SinkOffsets, SinkRecord, SourceBatch, SourceRecord, TopicPartition,
+    DeadLetter, Header, Headers, Position, SinkOffsets, SinkRecord, SourceBatch, SourceRecord, TopicPartition,
 };
 
 /// The length that marks an absent optional field.
@@ -210,7 +210,7 @@ pub fn decode_source_batch(buf: &Bytes) -> Result<SourceBatch, CodecError> {
         let headers = r.headers()?;
         let topic = match r.opt("record topic")? {
             None => None,
-            Some(bytes) => Some(utf8(bytes, "record topic")?),
+            Some(bytes) => Some(utf8(bytes, "record topic")?.into()),
         };
         records.push(SourceRecord {
             timestamp,
@@ -402,12 +402,12 @@ impl<'a> Reader<'a> {
             .map_err(|_| CodecError::NotUtf8 { what })
     }
 
-    fn headers(&mut self) -> Result<Vec<Header>, CodecError> {
+    fn headers(&mut self) -> Result<Headers, CodecError> {
         let count = self.u32("header count")? as usize;
-        let mut headers = Vec::with_capacity(count.min(64));
+        let mut headers = Headers::with_capacity(count.min(64));
         for _ in 0..count {
             headers.push(Header {
-                key: self.string("header name")?,
+                key: self.string("header name")?.into(),
                 value: self.opt("header value")?,
             });
         }
@@ -434,11 +434,12 @@ mod tests {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40).prop_map(Bytes::from))
     }
 
-    fn headers() -> impl Strategy<Value = Vec<Header>> {
+    fn headers() -> impl Strategy<Value = Headers> {
         proptest::collection::vec(
-            ("[a-z.]{0,12}", opt_bytes()).prop_map(|(key, value)| Header { key, value }),
+            ("[a-z.]{0,12}", opt_bytes()).prop_map(|(key, value)| Header { key: key.into(), value }),
             0..3,
         )
+        .prop_map(Headers::from_vec)
     }
 
     fn sink_record() -> impl Strategy<Value = SinkRecord> {
@@ -477,7 +478,7 @@ mod tests {
                 key,
                 value,
                 headers,
-                topic,
+                topic: topic.map(Arc::from),
             })
     }
 
@@ -558,7 +559,7 @@ mod tests {
             timestamp: 1,
             key: None,
             value: Some(Bytes::from_static(b"v")),
-            headers: Vec::new(),
+            headers: Default::default(),
         };
         let buf = encode_exact(&[record(1), record(2)]);
         // u32 count + "orders", then two records that refer to topic 0.
@@ -578,7 +579,7 @@ mod tests {
             timestamp: 0,
             key: None,
             value: None,
-            headers: Vec::new(),
+            headers: Default::default(),
         }];
         let mut buf = vec![0u8; 10];
         let err = encode_sink_records(&records, &mut SliceOut::new(&mut buf)).unwrap_err();

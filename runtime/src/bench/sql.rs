@@ -191,7 +191,7 @@ async fn generate(data: &Path, events: u64, keys: u64) -> anyhow::Result<Expecte
         .append_records(&[Record {
             key: Some(Bytes::from_static(SCHEMA_ID.as_bytes())),
             value: Some(Bytes::from_static(SCHEMA.as_bytes())),
-            headers: Vec::new(),
+            headers: Default::default(),
             timestamp: 0,
         }])
         .await?;
@@ -209,7 +209,7 @@ async fn generate(data: &Path, events: u64, keys: u64) -> anyhow::Result<Expecte
     // than its read chunk wrongly (segment.rs, to be fixed there).
     let mut batch = Vec::with_capacity(1_000);
     let header = Header {
-        key: SCHEMA_HEADER.to_owned(),
+        key: SCHEMA_HEADER.into(),
         value: Some(Bytes::from_static(SCHEMA_ID.as_bytes())),
     };
     for n in 0..events {
@@ -239,7 +239,7 @@ async fn generate(data: &Path, events: u64, keys: u64) -> anyhow::Result<Expecte
         batch.push(Record {
             key: Some(Bytes::from(format!("{{\"id\":{id}}}"))),
             value: Some(Bytes::from(value)),
-            headers: vec![header.clone()],
+            headers: [header.clone()].into_iter().collect(),
             timestamp: ts,
         });
         if batch.len() == batch.capacity() {

@@ -184,7 +184,7 @@ fn seal(
         for &i in &indexes {
             let r = &records[i];
             headers.clear();
-            headers.extend(r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())));
+            headers.extend(r.headers.iter().map(|h| (&*h.key, h.value.as_deref())));
             bytes += r.value.as_ref().map_or(0, |v| v.len() as u64) + r.key.as_ref().map_or(0, |k| k.len() as u64);
             builder.push(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers);
         }

@@ -168,6 +168,9 @@ fn replay_boundaries(log: &plexus_log::Log, producer: ProducerId, resume: Option
 /// A topic and one of its partitions.
 type Group = (Arc<str>, u32);
 
+/// The table of the records being routed, its topic and the topic's partition count.
+type Current<'a> = (Option<&'a Arc<str>>, Arc<str>, usize);
+
 /// Decides each record's topic and partition.
 struct Router {
     topics: HashMap<String, Arc<Topic>>,
@@ -184,14 +187,19 @@ impl Router {
         // Group by (topic, partition), keeping each group's records in order. Records
         // of one table come in runs: the topic is looked up once per run.
         let mut groups: BTreeMap<Group, Vec<usize>> = BTreeMap::new();
-        let mut current: Option<(Option<&str>, Arc<str>, usize)> = None;
+        let mut current: Option<Current<'_>> = None;
         // The run of records going to the same partition as the previous one, added to
         // its group in one go (a one-partition topic takes no map lookup per record).
         let mut run: Option<(Group, Vec<usize>)> = None;
         for (i, record) in records.iter().enumerate() {
-            let named = record.topic.as_deref();
-            if !matches!(&current, Some((name, _, _)) if *name == named) {
-                let topic_name: Arc<str> = topic_for(template, named, &env.connector.name).into();
+            let named = record.topic.as_ref();
+            // Records of a table usually share its name: a pointer comparison.
+            let same = |name: &Option<&Arc<str>>| match (name, named) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == &b,
+                (a, b) => a.is_none() && b.is_none(),
+            };
+            if !matches!(&current, Some((name, _, _)) if same(name)) {
+                let topic_name: Arc<str> = topic_for(template, named.map(|n| &**n), &env.connector.name).into();
                 let count = self.topic(env, &topic_name).await?.partitions().len().max(1);
                 current = Some((named, topic_name, count));
             }

@@ -29,7 +29,7 @@ fn record(topic: &str, partition: u32, offset: i64, value: Option<&str>) -> Sink
         timestamp: 0,
         key: Some(Bytes::from(format!("k{offset}"))),
         value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-        headers: Vec::new(),
+        headers: Default::default(),
     }
 }
 

@@ -507,10 +507,12 @@ impl LineReader {
                     timestamp: now_ms(),
                     key: None,
                     value: Some(value),
-                    headers: vec![Header {
-                        key: "file".to_owned(),
+                    headers: [Header {
+                        key: "file".into(),
                         value: Some(self.header.clone()),
-                    }],
+                    }]
+                    .into_iter()
+                    .collect(),
                     topic: None,
                 });
                 Ok(())

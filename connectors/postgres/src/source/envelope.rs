@@ -93,7 +93,7 @@ impl Change {
             timestamp: info.ts_ms,
             key: self.key,
             value: Some(Bytes::from(value)),
-            headers: vec![schema_header(&self.table)],
+            headers: [schema_header(&self.table)].into_iter().collect(),
             topic: Some(self.table.qualified.clone()),
         }
     }
@@ -105,7 +105,7 @@ impl Change {
             timestamp: ts_ms,
             key: Some(key),
             value: None,
-            headers: Vec::new(),
+            headers: Default::default(),
             topic: Some(self.table.qualified.clone()),
         })
     }
@@ -143,7 +143,7 @@ pub fn write_tail(out: &mut Vec<u8>, table: &TableInfo, info: &SourceInfo<'_>, l
 /// The header naming the table's schema.
 pub fn schema_header(table: &TableInfo) -> Header {
     Header {
-        key: SCHEMA_HEADER.to_owned(),
+        key: SCHEMA_HEADER.into(),
         value: Some(Bytes::copy_from_slice(table.schema_id.as_bytes())),
     }
 }

@@ -35,7 +35,7 @@ pub(super) struct ReadEvents {
     value_spans: Vec<Range<usize>>,
     timestamp: i64,
     schema_id: Bytes,
-    topic: String,
+    topic: Arc<str>,
     buf: Vec<u8>,
     /// The size of the last chunk's buffer, reserved for the next one.
     chunk_bytes: usize,
@@ -206,10 +206,12 @@ impl ReadEvents {
                 timestamp: self.timestamp,
                 key: (!key.is_empty()).then(|| buf.slice(key)),
                 value: Some(buf.slice(value)),
-                headers: vec![Header {
-                    key: SCHEMA_HEADER.to_owned(),
+                headers: [Header {
+                    key: SCHEMA_HEADER.into(),
                     value: Some(self.schema_id.clone()),
-                }],
+                }]
+                .into_iter()
+                .collect(),
                 topic: Some(self.topic.clone()),
             })
             .collect();

@@ -114,7 +114,7 @@ pub struct Window {
 impl Window {
     /// A committed change of `table` with `key` (`None`: every row, as a truncate).
     pub fn observe(&mut self, table: &str, key: Option<&Bytes>) {
-        if !self.open || table != self.table.qualified {
+        if !self.open || table != &*self.table.qualified {
             return;
         }
         match key {

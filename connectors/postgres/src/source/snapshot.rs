@@ -281,7 +281,7 @@ impl Snapshot {
         };
         tracing::info!(
             connector = %self.connector,
-            table = %self.scan.as_ref().map_or("", |s| s.table.qualified.as_str()),
+            table = %self.scan.as_ref().map_or("", |s| &*s.table.qualified),
             rows = self.rows_done,
             estimated_total = total,
             percent = format!("{percent:.1}"),
@@ -297,7 +297,7 @@ impl Snapshot {
         let mut rows = 0;
         let mut after: Option<Vec<String>> = None;
         if let Some(resume) = &self.resume {
-            match resume.table.as_str().cmp(table.qualified.as_str()) {
+            match resume.table.as_str().cmp(&*table.qualified) {
                 std::cmp::Ordering::Greater => return Ok(None),
                 std::cmp::Ordering::Equal => {
                     rows = resume.rows;
@@ -315,7 +315,7 @@ impl Snapshot {
         let mut boundaries: Vec<&SnapshotPosition> = self
             .boundaries
             .iter()
-            .filter(|b| b.table == table.qualified && b.rows > rows)
+            .filter(|b| *b.table == *table.qualified && b.rows > rows)
             .collect();
         boundaries.sort_by_key(|b| b.rows);
         for boundary in boundaries {
@@ -416,7 +416,7 @@ fn position_of(scan: &TableScan, consistent_lsn: Lsn) -> Position {
     CdcPosition::Snapshot(SnapshotPosition {
         table_ordinal: scan.ordinal,
         rows: scan.rows,
-        table: scan.table.qualified.clone(),
+        table: scan.table.qualified.to_string(),
         last_key: scan.last_key.clone(),
         consistent_lsn: consistent_lsn.to_string(),
     })

@@ -113,10 +113,13 @@ enum Progress {
     Left(Option<ResnapshotState>),
 }
 
+/// What placing a change did: added it to the batch (`full` when the batch is), skipped
+/// it (the log holds it), or cut the batch before it, handing it back for the next one
+/// (boxed: rare, and much larger than the others).
 enum Placed {
     Added { full: bool },
     Skipped,
-    Cut(Pending),
+    Cut(Box<Pending>),
 }
 
 impl std::fmt::Debug for Streamer {
@@ -180,7 +183,7 @@ impl Streamer {
         while let Some(pending) = self.carry.pop_front() {
             match self.place(pending) {
                 Placed::Cut(pending) => {
-                    self.carry.push_front(pending);
+                    self.carry.push_front(*pending);
                     ready = true;
                     break;
                 }
@@ -510,7 +513,7 @@ impl Streamer {
     fn write(&mut self, tx: &mut OpenTx, change: Change) -> bool {
         tx.ordinal += 1;
         tx.events += 1;
-        *tx.tables.entry(change.table.qualified.clone()).or_default() += 1;
+        *tx.tables.entry(change.table.qualified.to_string()).or_default() += 1;
         if let Some(window) = self.resnapshot.as_mut().and_then(|r| r.window.as_mut()) {
             let key = if change.op == Op::Truncate {
                 None
@@ -582,8 +585,8 @@ impl Streamer {
             timestamp: tx.commit_ms,
             key: Some(Bytes::from(format!("{{\"id\":\"{id}\"}}"))),
             value: Some(Bytes::from(value.to_string())),
-            headers: Vec::new(),
-            topic: Some("transaction".to_owned()),
+            headers: Default::default(),
+            topic: Some("transaction".into()),
         };
         self.offer(Pending::record((tx.commit_lsn, tx.ordinal), record, None))
     }
@@ -599,7 +602,7 @@ impl Streamer {
             Placed::Added { full } => full,
             Placed::Skipped => false,
             Placed::Cut(pending) => {
-                self.carry.push_back(pending);
+                self.carry.push_back(*pending);
                 true
             }
         }
@@ -616,7 +619,7 @@ impl Streamer {
                 break;
             }
             if self.batch_last.is_some_and(|last| last <= boundary) {
-                return Placed::Cut(pending);
+                return Placed::Cut(Box::new(pending));
             }
             self.boundaries.pop_front();
         }
@@ -925,8 +928,8 @@ pub fn schema_record(table: &TableInfo) -> SourceRecord {
         timestamp: now_ms(),
         key: Some(Bytes::copy_from_slice(table.schema_id.as_bytes())),
         value: Some(table.schema_json.clone()),
-        headers: Vec::new(),
-        topic: Some(SCHEMAS_TOPIC.to_owned()),
+        headers: Default::default(),
+        topic: Some(SCHEMAS_TOPIC.into()),
     }
 }
 

@@ -21,7 +21,7 @@ pub struct Column {
 pub struct TableInfo {
     pub name: TableName,
     /// `schema.table`: the record's `{table}`.
-    pub qualified: String,
+    pub qualified: Arc<str>,
     pub columns: Vec<Column>,
     /// Indexes into `columns` of the record key (the primary key, or else the replica
     /// identity index); empty when the table has neither (REPLICA IDENTITY FULL).
@@ -77,7 +77,7 @@ impl TableInfo {
         source_fields.push(b'"');
         TableInfo {
             name,
-            qualified,
+            qualified: qualified.into(),
             columns,
             key,
             schema_id,

@@ -224,7 +224,7 @@ impl Harness {
             value: value.map(|v| Bytes::from(v.to_string())),
             headers: schema
                 .map(|id| Header {
-                    key: SCHEMA_HEADER.to_owned(),
+                    key: SCHEMA_HEADER.into(),
                     value: Some(Bytes::from(id.to_owned())),
                 })
                 .into_iter()

@@ -174,7 +174,7 @@ impl Sink for JsonlSink {
                         .value
                         .as_ref()
                         .map_or(Json::Null, |v| Json::String(String::from_utf8_lossy(v).into_owned()));
-                    (h.key.clone(), value)
+                    (h.key.to_string(), value)
                 })
                 .collect();
             let mut line = json!({

@@ -84,7 +84,7 @@ impl ConnectorFactory for SequenceFactory {
             rate: number("rate").unwrap_or(0),
             pad: "x".repeat(number("payload_bytes").unwrap_or(0) as usize),
             key_prefix: settings.string("key_prefix").unwrap_or("seq-").to_owned(),
-            table: settings.string("table").map(str::to_owned),
+            table: settings.string("table").map(Into::into),
             next: 0,
             started: Instant::now(),
             emitted: 0,
@@ -112,7 +112,7 @@ struct Sequence {
     rate: u64,
     pad: String,
     key_prefix: String,
-    table: Option<String>,
+    table: Option<std::sync::Arc<str>>,
     next: u64,
     started: Instant,
     emitted: u64,
@@ -156,10 +156,12 @@ impl Source for Sequence {
                     timestamp: now,
                     key: Some(format!("{}{n}", self.key_prefix).into()),
                     value: Some(value.to_string().into()),
-                    headers: vec![Header {
+                    headers: [Header {
                         key: "plexus.plugin".into(),
                         value: Some("sequence".into()),
-                    }],
+                    }]
+                    .into_iter()
+                    .collect(),
                     topic: self.table.clone(),
                 }
             })
