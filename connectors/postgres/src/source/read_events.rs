@@ -4,7 +4,7 @@
 //! snapshot's reading tasks run this in parallel, one per connection.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use plexus_connector::json::{push_escaped, push_i64};
@@ -14,6 +14,57 @@ use crate::source::envelope::{Op, SourceInfo, write_tail};
 use crate::source::table::TableInfo;
 use crate::types::copy::for_each_field;
 use crate::types::write_json;
+
+/// The chunk buffers of a snapshot, handed back when the last record of their chunk is
+/// dropped (once the log has its copy), so that the next chunk is written into memory
+/// already mapped and touched: a fresh multi-megabyte buffer per chunk costs a page
+/// fault and a zeroed page every 4 KiB, which is a tenth of the snapshot's CPU.
+#[derive(Debug, Default)]
+pub(super) struct ChunkBuffers {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl ChunkBuffers {
+    /// Buffers kept for reuse, at most: enough for the chunks in flight between the
+    /// reading tasks and the log (one being written per reader, two queued each, one
+    /// being appended).
+    const KEEP: usize = 8;
+
+    /// An empty buffer with room for at least `bytes`.
+    fn get(&self, bytes: usize) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut buf = reused.unwrap_or_default();
+        buf.reserve(bytes);
+        buf
+    }
+
+    fn put(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if free.len() < Self::KEEP {
+            free.push(buf);
+        }
+    }
+}
+
+/// A chunk's buffer while records point into it: back to its [`ChunkBuffers`] when
+/// dropped.
+struct ChunkBuffer {
+    buf: Vec<u8>,
+    home: Arc<ChunkBuffers>,
+}
+
+impl AsRef<[u8]> for ChunkBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for ChunkBuffer {
+    fn drop(&mut self) {
+        self.home.put(std::mem::take(&mut self.buf));
+    }
+}
 
 /// Builds the read events of one table's rows, a chunk at a time.
 #[derive(Debug)]
@@ -37,6 +88,7 @@ pub(super) struct ReadEvents {
     schema_id: Bytes,
     topic: Arc<str>,
     buf: Vec<u8>,
+    buffers: Arc<ChunkBuffers>,
     /// The size of the last chunk's buffer, reserved for the next one.
     chunk_bytes: usize,
     /// Each row's key and value in `buf`.
@@ -56,7 +108,7 @@ fn member_prefix(name: &str, first: bool) -> Vec<u8> {
 impl ReadEvents {
     /// `info` is the same for every row: a snapshot read is not part of a transaction,
     /// so its `seq` does not count rows.
-    pub(super) fn new(table: Arc<TableInfo>, info: &SourceInfo<'_>) -> ReadEvents {
+    pub(super) fn new(table: Arc<TableInfo>, info: &SourceInfo<'_>, buffers: Arc<ChunkBuffers>) -> ReadEvents {
         let mut tail = b"},".to_vec();
         write_tail(&mut tail, &table, info, 0, Op::Read);
         let prefixes = table
@@ -91,6 +143,7 @@ impl ReadEvents {
             end_ms: None,
             timestamp: info.ts_ms,
             buf: Vec::new(),
+            buffers,
             chunk_bytes: 0,
             spans: Vec::new(),
             last_key: Vec::new(),
@@ -116,7 +169,7 @@ impl ReadEvents {
             self.end_ms = Some(now_ms);
         }
         if self.buf.capacity() == 0 {
-            self.buf.reserve(self.chunk_bytes);
+            self.buf = self.buffers.get(self.chunk_bytes);
         }
         let table = &self.table;
         let prefixes = &self.prefixes;
@@ -198,7 +251,10 @@ impl ReadEvents {
     /// The records written since the last call, and the key of the last of them.
     pub(super) fn take(&mut self) -> (Vec<SourceRecord>, Vec<String>) {
         self.chunk_bytes = self.chunk_bytes.max(self.buf.len());
-        let buf = Bytes::from(std::mem::take(&mut self.buf));
+        let buf = Bytes::from_owner(ChunkBuffer {
+            buf: std::mem::take(&mut self.buf),
+            home: Arc::clone(&self.buffers),
+        });
         let records = self
             .spans
             .drain(..)
@@ -275,7 +331,7 @@ mod tests {
     /// (bar the event time, which differs by when each is written).
     fn same_as_row_record(key: Vec<usize>) {
         let table = table(key);
-        let mut events = ReadEvents::new(Arc::clone(&table), &info());
+        let mut events = ReadEvents::new(Arc::clone(&table), &info(), Default::default());
         for line in LINES {
             events.push(line, 5).unwrap();
         }
@@ -317,7 +373,7 @@ mod tests {
 
     #[test]
     fn each_row_has_the_time_it_was_written() {
-        let mut events = ReadEvents::new(table(vec![2]), &info());
+        let mut events = ReadEvents::new(table(vec![2]), &info(), Default::default());
         events.push(LINES[0], 5).unwrap();
         events.push(LINES[1], 1_795_355_129_014).unwrap();
         events.push(LINES[2], 5).unwrap();
@@ -331,7 +387,7 @@ mod tests {
 
     #[test]
     fn bad_rows_are_refused_and_leave_nothing_behind() {
-        let mut events = ReadEvents::new(table(vec![2]), &info());
+        let mut events = ReadEvents::new(table(vec![2]), &info(), Default::default());
         events.push(LINES[0], 1).unwrap();
         let short = events.push(b"eu\tx\t1", 1).unwrap_err();
         assert!(short.is_retriable(), "{short}");
@@ -345,5 +401,34 @@ mod tests {
         for record in records {
             serde_json::from_slice::<serde_json::Value>(record.value.as_deref().unwrap()).unwrap();
         }
+    }
+
+    #[test]
+    fn a_chunks_buffer_is_reused_once_its_last_record_is_dropped() {
+        let buffers = Arc::new(ChunkBuffers::default());
+        let mut events = ReadEvents::new(table(vec![2]), &info(), Arc::clone(&buffers));
+        events.push(LINES[0], 1).unwrap();
+        events.push(LINES[1], 1).unwrap();
+        let (mut first, _) = events.take();
+        let first_start = first[0].key.as_ref().unwrap().as_ptr();
+        let kept = first.pop().unwrap();
+        drop(first);
+        // A record of the chunk is still alive: its bytes are untouched by the next one.
+        let kept_value = kept.value.clone().unwrap().to_vec();
+        events.push(LINES[2], 1).unwrap();
+        let (second, _) = events.take();
+        let second_start = second[0].key.as_ref().unwrap().as_ptr();
+        assert_ne!(second_start, first_start);
+        assert_eq!(kept.value.as_deref().unwrap(), &kept_value[..]);
+        drop(kept);
+        drop(second);
+        // Both buffers are back; the next chunk writes into one of them.
+        assert_eq!(buffers.free.lock().unwrap().len(), 2);
+        events.push(LINES[0], 1).unwrap();
+        assert_eq!(buffers.free.lock().unwrap().len(), 1);
+        let (third, _) = events.take();
+        let third_start = third[0].key.as_ref().unwrap().as_ptr();
+        assert!(third_start == first_start || third_start == second_start);
+        serde_json::from_slice::<serde_json::Value>(third[0].value.as_deref().unwrap()).unwrap();
     }
 }

@@ -18,7 +18,7 @@ use crate::source::config::{CdcConfig, quote_identifier, quote_literal};
 use crate::source::envelope::{self, Cell, Op, SourceInfo};
 use crate::source::now_ms;
 use crate::source::position::{CdcPosition, SnapshotPosition};
-use crate::source::read_events::ReadEvents;
+use crate::source::read_events::{ChunkBuffers, ReadEvents};
 use crate::source::stream::schema_record;
 use crate::source::table::TableInfo;
 use crate::types::PgType;
@@ -34,6 +34,8 @@ pub struct Snapshot {
     consistent_lsn: Lsn,
     started_ms: i64,
     pool: Arc<Pool>,
+    /// The buffers the reading tasks write their chunks' records into.
+    buffers: Arc<ChunkBuffers>,
     connections: usize,
     next_table: usize,
     scan: Option<TableScan>,
@@ -128,6 +130,7 @@ impl Snapshot {
             consistent_lsn,
             started_ms: now_ms(),
             pool: Arc::new(Pool { tx, rx: Mutex::new(rx) }),
+            buffers: Arc::default(),
             connections: count,
             next_table: 0,
             scan: None,
@@ -175,7 +178,7 @@ impl Snapshot {
                     txid: None,
                     ts_ms: self.started_ms,
                 };
-                let events = ReadEvents::new(Arc::clone(&scan.table), &info);
+                let events = ReadEvents::new(Arc::clone(&scan.table), &info, Arc::clone(&self.buffers));
                 scan.running
                     .push_back(start_segment(&self.pool, segment, events, self.config.batch_size));
             }
