@@ -12,7 +12,7 @@ use plexus_connector::{ConnectorError, Header, SCHEMA_HEADER, SourceRecord};
 
 use crate::source::envelope::{Op, SourceInfo, write_tail};
 use crate::source::table::TableInfo;
-use crate::types::copy::for_each_field;
+use crate::types::binary::{self, BinaryCopyError, Message, for_each_binary_field, reads_binary, write_json_binary};
 use crate::types::write_json;
 
 /// The chunk buffers of a snapshot, handed back when the last record of their chunk is
@@ -150,17 +150,21 @@ impl ReadEvents {
         }
     }
 
-    pub(super) fn table(&self) -> &TableInfo {
-        &self.table
-    }
-
     /// Rows written since the last [`ReadEvents::take`].
     pub(super) fn len(&self) -> usize {
         self.spans.len()
     }
 
-    /// Writes the event of one line of `COPY ... TO STDOUT` (without its newline).
-    pub(super) fn push(&mut self, line: &[u8], now_ms: i64) -> Result<(), ConnectorError> {
+    /// Writes the event of one message of `COPY ... TO STDOUT (FORMAT binary)` from the
+    /// snapshot's query ([`crate::source::snapshot`]): the table's columns, each in binary
+    /// or cast to text as [`reads_binary`] says, then the key columns as text. Returns
+    /// whether the message was a row (not the stream's header or trailer).
+    pub(super) fn push(&mut self, message: &[u8], now_ms: i64) -> Result<bool, ConnectorError> {
+        let tuple = match binary::message(message) {
+            Ok(Message::Tuple(tuple)) => tuple,
+            Ok(Message::Nothing) => return Ok(false),
+            Err(e) => return Err(self.unreadable(e)),
+        };
         if self.end_ms != Some(now_ms) {
             self.end.clear();
             self.end.extend_from_slice(&self.tail);
@@ -177,19 +181,24 @@ impl ReadEvents {
         let start = self.buf.len();
         let out = &mut self.buf;
         let mut failure = None;
-        let count = for_each_field(line, |index, value| {
+        let count = for_each_binary_field(tuple, |index, value| {
             let (Some(column), Some(prefix), Some(span)) = (
                 table.columns.get(index),
                 prefixes.get(index),
                 value_spans.get_mut(index),
             ) else {
-                return Ok(());
+                return Ok::<(), BinaryCopyError>(());
             };
             out.extend_from_slice(prefix);
             let at = out.len();
-            match &value {
-                Some(text) => {
-                    if let Err(e) = write_json(&column.ty, text, out) {
+            match value {
+                Some(value) => {
+                    let written = if reads_binary(&column.ty) {
+                        write_json_binary(&column.ty, value, out)
+                    } else {
+                        write_json(&column.ty, value, out)
+                    };
+                    if let Err(e) = written {
                         failure.get_or_insert(e);
                         out.extend_from_slice(b"null");
                     }
@@ -203,12 +212,11 @@ impl ReadEvents {
             Ok(count) => count,
             Err(e) => {
                 self.buf.truncate(start);
-                return Err(ConnectorError::fatal(format!(
-                    "a snapshot row of {} is unreadable: {e}",
-                    table.qualified
-                )));
+                return Err(self.unreadable(e));
             }
         };
+        // The key columns again, as text, follow the table's columns.
+        let count = count.saturating_sub(table.key.len());
         if count != table.columns.len() {
             self.buf.truncate(start);
             return Err(ConnectorError::retriable(format!(
@@ -239,7 +247,30 @@ impl ReadEvents {
         }
         let key = key_start..out.len();
         self.spans.push((key, value));
-        Ok(())
+        Ok(true)
+    }
+
+    #[cold]
+    fn unreadable(&self, e: BinaryCopyError) -> ConnectorError {
+        ConnectorError::fatal(format!("a snapshot row of {} is unreadable: {e}", self.table.qualified))
+    }
+
+    /// The key of a row [`ReadEvents::push`] wrote, from the same message: the key
+    /// columns' text, which the next query of the table starts after.
+    pub(super) fn key_text(&self, message: &[u8]) -> Result<Vec<String>, ConnectorError> {
+        let Ok(Message::Tuple(tuple)) = binary::message(message) else {
+            return Err(self.unreadable(BinaryCopyError::NOT_A_ROW));
+        };
+        let columns = self.table.columns.len();
+        let mut key = Vec::with_capacity(self.table.key.len());
+        for_each_binary_field(tuple, |index, value| {
+            if index >= columns {
+                key.push(String::from_utf8_lossy(value.unwrap_or_default()).into_owned());
+            }
+            Ok::<(), BinaryCopyError>(())
+        })
+        .map_err(|e| self.unreadable(e))?;
+        Ok(key)
     }
 
     /// Notes the key of the last row pushed (from its line): the resume point of the
@@ -279,7 +310,7 @@ impl ReadEvents {
 mod tests {
     use super::*;
     use crate::source::config::TableName;
-    use crate::source::snapshot::row_record;
+    use crate::source::snapshot::{key_text, row_record};
     use crate::source::table::Column;
     use crate::types::PgType;
 
@@ -316,6 +347,66 @@ mod tests {
         b"\\N\tctl\\001\t\\N\tNaN\t{NULL}\t0044-03-15 10:00:00+00 BC",
     ];
 
+    /// A line of [`LINES`] as the snapshot's binary query returns it: the columns in
+    /// binary (the array cast to text), then the key columns as text.
+    fn binary_row(table: &TableInfo, line: &[u8]) -> Vec<u8> {
+        let mut fields: Vec<Option<Vec<u8>>> = Vec::new();
+        crate::types::copy::for_each_field(line, |_, value| {
+            fields.push(value.map(|v| v.into_owned()));
+            Ok(())
+        })
+        .unwrap();
+        let mut texts = fields.clone();
+        for (field, column) in fields.iter_mut().zip(&table.columns) {
+            let Some(text) = field.as_mut() else { continue };
+            let text_str = String::from_utf8(text.clone()).unwrap();
+            *text = match column.ty {
+                PgType::Int8 => text_str.parse::<i64>().unwrap().to_be_bytes().to_vec(),
+                PgType::Numeric { .. } => numeric(&text_str),
+                PgType::TimestampTz => match text_str.as_str() {
+                    "2026-11-22 13:04:05.123456+00" => 848_667_845_123_456_i64,
+                    "2026-01-01 01:00:00+02" => 820_537_200_000_000,
+                    "0044-03-15 10:00:00+00 BC" => -64_464_472_800_000_000,
+                    other => panic!("no binary form for {other}"),
+                }
+                .to_be_bytes()
+                .to_vec(),
+                _ => continue,
+            };
+        }
+        fields.extend(table.key.iter().map(|&k| texts[k].take()));
+        let mut tuple = (fields.len() as u16).to_be_bytes().to_vec();
+        for field in fields {
+            match field {
+                Some(bytes) => {
+                    tuple.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                    tuple.extend_from_slice(&bytes);
+                }
+                None => tuple.extend_from_slice(&u32::MAX.to_be_bytes()),
+            }
+        }
+        tuple
+    }
+
+    /// The few `numeric` values of [`LINES`] in binary.
+    fn numeric(text: &str) -> Vec<u8> {
+        let (digits, weight, sign, dscale): (&[u16], i16, u16, u16) = match text {
+            "12.50" => (&[12, 5000], 0, 0, 2),
+            "0.00" => (&[], 0, 0, 2),
+            "-1.25" => (&[1, 2500], 0, 0x4000, 2),
+            "NaN" => (&[], 0, 0xC000, 0),
+            other => panic!("no binary form for {other}"),
+        };
+        let mut v = Vec::new();
+        for word in [digits.len() as u16, weight as u16, sign, dscale]
+            .into_iter()
+            .chain(digits.iter().copied())
+        {
+            v.extend_from_slice(&word.to_be_bytes());
+        }
+        v
+    }
+
     fn info() -> SourceInfo<'static> {
         SourceInfo {
             connector: "pg",
@@ -332,9 +423,20 @@ mod tests {
     fn same_as_row_record(key: Vec<usize>) {
         let table = table(key);
         let mut events = ReadEvents::new(Arc::clone(&table), &info(), Default::default());
+        let mut header = binary::SIGNATURE.to_vec();
+        header.extend_from_slice(&[0; 8]);
+        assert!(!events.push(&header, 5).unwrap());
         for line in LINES {
-            events.push(line, 5).unwrap();
+            let row = binary_row(&table, line);
+            assert!(events.push(&row, 5).unwrap());
+            let key: Vec<String> = table
+                .key
+                .iter()
+                .map(|&k| key_text(&table, line).unwrap()[table.key.iter().position(|&i| i == k).unwrap()].clone())
+                .collect();
+            assert_eq!(events.key_text(&row).unwrap(), key);
         }
+        assert!(!events.push(&[0xFF, 0xFF], 5).unwrap());
         events.set_last_key(vec!["x".into()]);
         assert_eq!(events.len(), LINES.len());
         let (records, last_key) = events.take();
@@ -373,10 +475,11 @@ mod tests {
 
     #[test]
     fn each_row_has_the_time_it_was_written() {
-        let mut events = ReadEvents::new(table(vec![2]), &info(), Default::default());
-        events.push(LINES[0], 5).unwrap();
-        events.push(LINES[1], 1_795_355_129_014).unwrap();
-        events.push(LINES[2], 5).unwrap();
+        let table = table(vec![2]);
+        let mut events = ReadEvents::new(Arc::clone(&table), &info(), Default::default());
+        events.push(&binary_row(&table, LINES[0]), 5).unwrap();
+        events.push(&binary_row(&table, LINES[1]), 1_795_355_129_014).unwrap();
+        events.push(&binary_row(&table, LINES[2]), 5).unwrap();
         let (records, _) = events.take();
         let times: Vec<serde_json::Value> = records
             .iter()
@@ -387,15 +490,38 @@ mod tests {
 
     #[test]
     fn bad_rows_are_refused_and_leave_nothing_behind() {
-        let mut events = ReadEvents::new(table(vec![2]), &info(), Default::default());
-        events.push(LINES[0], 1).unwrap();
-        let short = events.push(b"eu\tx\t1", 1).unwrap_err();
+        let table = table(vec![2]);
+        let mut events = ReadEvents::new(Arc::clone(&table), &info(), Default::default());
+        events.push(&binary_row(&table, LINES[0]), 1).unwrap();
+        let tuple = |fields: &[&[u8]]| {
+            let mut tuple = (fields.len() as u16).to_be_bytes().to_vec();
+            for field in fields {
+                tuple.extend_from_slice(&(field.len() as u32).to_be_bytes());
+                tuple.extend_from_slice(field);
+            }
+            tuple
+        };
+        let short = events
+            .push(&tuple(&[b"eu", b"x", &1i64.to_be_bytes(), b"1"]), 1)
+            .unwrap_err();
         assert!(short.is_retriable(), "{short}");
         assert!(short.message().contains("3 columns instead of 6"), "{short}");
-        let bad = events.push(b"eu\tx\tnot-a-number\t1.00\t{}\t\\N", 1).unwrap_err();
+        let good = binary_row(&table, LINES[1]);
+        let cut = events.push(&good[..good.len() - 1], 1).unwrap_err();
+        assert!(!cut.is_retriable());
+        assert!(
+            cut.message().contains("public.t") && cut.message().contains("ends inside"),
+            "{cut}"
+        );
+        let bad = events
+            .push(&tuple(&[b"eu", b"x", b"123", b"", b"{}", b"", b"123"]), 1)
+            .unwrap_err();
         assert!(!bad.is_retriable());
-        assert!(bad.message().contains("public.t"), "{bad}");
-        events.push(LINES[1], 1).unwrap();
+        assert!(
+            bad.message().contains("public.t") && bad.message().contains("bigint"),
+            "{bad}"
+        );
+        events.push(&good, 1).unwrap();
         let (records, _) = events.take();
         assert_eq!(records.len(), 2);
         for record in records {
@@ -406,16 +532,18 @@ mod tests {
     #[test]
     fn a_chunks_buffer_is_reused_once_its_last_record_is_dropped() {
         let buffers = Arc::new(ChunkBuffers::default());
-        let mut events = ReadEvents::new(table(vec![2]), &info(), Arc::clone(&buffers));
-        events.push(LINES[0], 1).unwrap();
-        events.push(LINES[1], 1).unwrap();
+        let table = table(vec![2]);
+        let rows: Vec<Vec<u8>> = LINES.iter().map(|line| binary_row(&table, line)).collect();
+        let mut events = ReadEvents::new(Arc::clone(&table), &info(), Arc::clone(&buffers));
+        events.push(&rows[0], 1).unwrap();
+        events.push(&rows[1], 1).unwrap();
         let (mut first, _) = events.take();
         let first_start = first[0].key.as_ref().unwrap().as_ptr();
         let kept = first.pop().unwrap();
         drop(first);
         // A record of the chunk is still alive: its bytes are untouched by the next one.
         let kept_value = kept.value.clone().unwrap().to_vec();
-        events.push(LINES[2], 1).unwrap();
+        events.push(&rows[2], 1).unwrap();
         let (second, _) = events.take();
         let second_start = second[0].key.as_ref().unwrap().as_ptr();
         assert_ne!(second_start, first_start);
@@ -424,7 +552,7 @@ mod tests {
         drop(second);
         // Both buffers are back; the next chunk writes into one of them.
         assert_eq!(buffers.free.lock().unwrap().len(), 2);
-        events.push(LINES[0], 1).unwrap();
+        events.push(&rows[0], 1).unwrap();
         assert_eq!(buffers.free.lock().unwrap().len(), 1);
         let (third, _) = events.take();
         let third_start = third[0].key.as_ref().unwrap().as_ptr();

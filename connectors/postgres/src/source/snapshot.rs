@@ -22,6 +22,7 @@ use crate::source::read_events::{ChunkBuffers, ReadEvents};
 use crate::source::stream::schema_record;
 use crate::source::table::TableInfo;
 use crate::types::PgType;
+use crate::types::binary::reads_binary;
 use crate::types::copy::for_each_field;
 
 /// How often progress is logged.
@@ -406,7 +407,7 @@ impl Snapshot {
             let to = (from + width).min(max as i128 + 1);
             let bounds = format!("{key} >= {from} AND {key} < {to}");
             segments.push(Segment {
-                sql: copy_sql_where(table, &bounds, None),
+                sql: copy_sql_where(table, &bounds, None, Format::Binary),
                 fixed: None,
             });
             from = to;
@@ -467,16 +468,16 @@ async fn read_segment(
         let now = now_ms();
         let mut failure = None;
         let more = copy
-            .read(|line| {
+            .read(|row| {
                 if failure.is_some() {
                     return;
                 }
-                let line = line.strip_suffix(b"\n").unwrap_or(line);
-                match events.push(line, now) {
-                    Ok(()) => {
+                match events.push(row, now) {
+                    Ok(true) => {
                         last.clear();
-                        last.extend_from_slice(line);
+                        last.extend_from_slice(row);
                     }
+                    Ok(false) => {}
                     Err(e) => failure = Some(e),
                 }
             })
@@ -489,9 +490,7 @@ async fn read_segment(
             }
         };
         let failure = match failure {
-            None if !last.is_empty() => key_text(events.table(), &last)
-                .map(|key| events.set_last_key(key))
-                .err(),
+            None if !last.is_empty() => events.key_text(&last).map(|key| events.set_last_key(key)).err(),
             failure => failure,
         };
         last.clear();
@@ -521,7 +520,7 @@ fn copy_sql(table: &TableInfo, after: Option<&[String]>, upto: Option<&[String]>
     if let Some(upto) = upto {
         conditions.push(format!("({keys}) <= ({})", literals(upto)));
     }
-    copy_sql_where(table, &conditions.join(" AND "), None)
+    copy_sql_where(table, &conditions.join(" AND "), None, Format::Binary)
 }
 
 /// The next `limit` rows in key order after `after` (all from the start when empty).
@@ -531,29 +530,68 @@ pub(super) fn chunk_sql(table: &TableInfo, after: &[String], limit: u64) -> Stri
     } else {
         format!("({}) > ({})", key_list(table), literals(after))
     };
-    copy_sql_where(table, &condition, Some(limit))
+    copy_sql_where(table, &condition, Some(limit), Format::Text)
 }
 
-fn copy_sql_where(table: &TableInfo, condition: &str, limit: Option<u64>) -> String {
-    let columns = table
+/// How a COPY writes its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Lines of text, each column in its type's text output.
+    Text,
+    /// [`crate::types::binary`]: the columns [`reads_binary`] in binary and the others
+    /// cast to text, then the key columns as text (where the next query starts).
+    Binary,
+}
+
+fn copy_sql_where(table: &TableInfo, condition: &str, limit: Option<u64>, format: Format) -> String {
+    let mut columns: Vec<String> = table
         .columns
         .iter()
-        .map(|c| quote_identifier(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .map(|c| match format {
+            Format::Binary if !reads_binary(&c.ty) => format!("{}::text", quote_identifier(&c.name)),
+            _ => quote_identifier(&c.name),
+        })
+        .collect();
+    if format == Format::Binary {
+        columns.extend(
+            table
+                .key
+                .iter()
+                .map(|&k| format!("{}::text", quote_identifier(&table.columns[k].name))),
+        );
+    }
+    let columns = columns.join(", ");
     let mut sql = format!("COPY (SELECT {columns} FROM {}", table.name.quoted());
+    if format == Format::Binary {
+        // The output columns cast to text have the columns' names: the ordering names
+        // the table's own columns, so that it is by their values, not their text.
+        sql.push_str(" AS row");
+    }
     if !condition.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(condition);
     }
     if !table.key.is_empty() {
         sql.push_str(" ORDER BY ");
-        sql.push_str(&key_list(table));
+        match format {
+            Format::Text => sql.push_str(&key_list(table)),
+            Format::Binary => {
+                let keys: Vec<String> = table
+                    .key
+                    .iter()
+                    .map(|&k| format!("row.{}", quote_identifier(&table.columns[k].name)))
+                    .collect();
+                sql.push_str(&keys.join(", "));
+            }
+        }
     }
     if let Some(limit) = limit {
         sql.push_str(&format!(" LIMIT {limit}"));
     }
-    sql.push_str(") TO STDOUT");
+    sql.push_str(match format {
+        Format::Text => ") TO STDOUT",
+        Format::Binary => ") TO STDOUT (FORMAT binary)",
+    });
     sql
 }
 
@@ -652,7 +690,7 @@ mod tests {
                 },
                 Column {
                     name: "v".into(),
-                    ty: PgType::Text,
+                    ty: PgType::Interval,
                 },
             ],
             vec![0, 1],
@@ -663,8 +701,9 @@ mod tests {
                 Some(&["x'y".into(), "3".into()]),
                 Some(&["z".into(), "1".into()])
             ),
-            "COPY (SELECT \"a\", \"b\", \"v\" FROM \"public\".\"Order\" WHERE (\"a\", \"b\") > ('x''y', '3') \
-             AND (\"a\", \"b\") <= ('z', '1') ORDER BY \"a\", \"b\") TO STDOUT"
+            "COPY (SELECT \"a\", \"b\", \"v\"::text, \"a\"::text, \"b\"::text FROM \"public\".\"Order\" AS row \
+             WHERE (\"a\", \"b\") > ('x''y', '3') AND (\"a\", \"b\") <= ('z', '1') ORDER BY row.\"a\", row.\"b\") \
+             TO STDOUT (FORMAT binary)"
         );
         assert_eq!(
             chunk_sql(&table, &["k".into(), "7".into()], 100),
@@ -673,7 +712,8 @@ mod tests {
         );
         assert_eq!(
             copy_sql(&table, None, None),
-            "COPY (SELECT \"a\", \"b\", \"v\" FROM \"public\".\"Order\" ORDER BY \"a\", \"b\") TO STDOUT"
+            "COPY (SELECT \"a\", \"b\", \"v\"::text, \"a\"::text, \"b\"::text FROM \"public\".\"Order\" AS row \
+             ORDER BY row.\"a\", row.\"b\") TO STDOUT (FORMAT binary)"
         );
     }
 }

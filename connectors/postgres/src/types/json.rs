@@ -112,7 +112,7 @@ fn write_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueE
 }
 
 /// Appends `text` as a JSON string if it is UTF-8.
-fn write_string(text: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+pub(super) fn write_string(text: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     // Printable ASCII without quotes or backslashes (most text) is its own JSON: one
     // pass instead of a UTF-8 check and then the escaping.
     if is_plain_ascii(text) {

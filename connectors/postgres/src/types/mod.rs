@@ -19,6 +19,7 @@
 //! `timestamp with time zone` in another zone is still converted to UTC correctly.
 
 mod array;
+pub mod binary;
 pub mod copy;
 mod datetime;
 mod json;
