@@ -14,7 +14,7 @@
 //! message of its own, the header at the start of the first one.
 
 use super::datetime::{Date, Time};
-use super::json::write_string;
+use super::json::{restoring, write_string};
 use super::{PgType, ValueError};
 
 /// What starts a binary COPY stream.
@@ -123,12 +123,7 @@ fn be_u32(bytes: Option<&[u8]>) -> Option<u32> {
 /// the same value in text. `ty` must be one that [`reads_binary`]; `out` is left as it
 /// was on errors.
 pub fn write_json_binary(ty: &PgType, value: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
-    let start = out.len();
-    let written = write_value(ty, value, out);
-    if written.is_err() {
-        out.truncate(start);
-    }
-    written
+    restoring(out, |out| write_value(ty, value, out))
 }
 
 fn write_value(ty: &PgType, value: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {

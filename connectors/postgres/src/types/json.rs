@@ -73,8 +73,16 @@ impl ValueError {
 /// A text that is not a value of the type gives a [`ValueError`] naming the type and
 /// showing the value, and leaves `out` as it was.
 pub fn write_json(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+    restoring(out, |out| write_value(ty, text, out))
+}
+
+/// Runs `write` on `out`, and takes back what it appended if it fails.
+pub(super) fn restoring(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), ValueError>,
+) -> Result<(), ValueError> {
     let start = out.len();
-    let written = write_value(ty, text, out);
+    let written = write(out);
     if written.is_err() {
         out.truncate(start);
     }
