@@ -224,6 +224,8 @@ struct TaskContext {
     replay_boundaries: Arc<[Position]>,
     schemas: Arc<dyn Schemas>,
     records: Arc<dyn Records>,
+    /// A source's batches the runtime is still writing (see [`SourceContext::writing`]).
+    writing: Option<tokio::sync::watch::Receiver<usize>>,
 }
 
 impl TaskContext {
@@ -266,6 +268,7 @@ macro_rules! task_context {
                     replay_boundaries: Arc::from([]),
                     schemas: Arc::new(MemorySchemas::default()),
                     records: Arc::new(MemoryRecords::default()),
+                    writing: None,
                 })
             }
 
@@ -320,6 +323,35 @@ impl SourceContext {
     pub fn replay_boundaries(&self) -> &[Position] {
         &self.0.replay_boundaries
     }
+
+    /// Lets [`SourceContext::writing`] follow the count the runtime keeps of the
+    /// task's batches it has taken and not yet made durable.
+    pub fn with_writing(mut self, writing: tokio::sync::watch::Receiver<usize>) -> Self {
+        self.0.writing = Some(writing);
+        self
+    }
+
+    /// Whether the runtime is still writing an earlier batch of this task.
+    ///
+    /// A batch handed over now would wait behind it, and every batch costs an
+    /// append, a position marker and usually an fsync, whatever its size. A source
+    /// that can keep adding records that are already arriving may hold its batch open
+    /// until [`SourceContext::written`] resolves (Nagle's algorithm: send at once when
+    /// nothing is outstanding, coalesce while something is). Handing over at once
+    /// stays correct; it only costs more per record under load.
+    pub fn writing(&self) -> bool {
+        self.0.writing.as_ref().is_some_and(|count| *count.borrow() > 0)
+    }
+
+    /// Resolves once the runtime has no earlier batch of this task left to write
+    /// (at once if it has none). Cancel-safe.
+    pub async fn written(&self) {
+        if let Some(count) = &self.0.writing {
+            let mut count = count.clone();
+            // An error means the runtime dropped its side: nothing is being written.
+            let _ = count.wait_for(|batches| *batches == 0).await;
+        }
+    }
 }
 task_context!(
     /// What a sink task gets from the runtime.
@@ -366,5 +398,47 @@ impl SinkContext {
     /// The record at `offset` of `topic`'s `partition` (see [`Records`]), or `None`.
     pub async fn record(&self, topic: &str, partition: u32, offset: i64) -> Result<Option<SinkRecord>, ConnectorError> {
         self.0.records.get(topic, partition, offset).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn context() -> SourceContext {
+        SourceContext::new("src", 0, Arc::default(), Arc::new(CollectDeadLetters::default()))
+    }
+
+    #[tokio::test]
+    async fn without_a_runtime_count_nothing_is_being_written() {
+        let ctx = context();
+        assert!(!ctx.writing());
+        ctx.written().await;
+    }
+
+    #[tokio::test]
+    async fn written_waits_for_the_runtimes_count_to_reach_zero() {
+        let (count, receiver) = tokio::sync::watch::channel(2usize);
+        let ctx = context().with_writing(receiver);
+        assert!(ctx.writing());
+
+        let waiting = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { ctx.written().await }
+        });
+        count.send_replace(1);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one batch is still being written");
+        assert!(ctx.writing());
+        count.send_replace(0);
+        waiting.await.unwrap();
+        assert!(!ctx.writing());
+
+        // The runtime's side gone: nothing is being written any more.
+        count.send_replace(3);
+        drop(count);
+        ctx.written().await;
     }
 }

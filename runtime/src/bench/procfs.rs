@@ -29,6 +29,7 @@ pub struct Cpu {
     system: f64,
     children: f64,
     server: Option<f64>,
+    switches: u64,
 }
 
 impl Cpu {
@@ -39,6 +40,7 @@ impl Cpu {
             system: own.as_ref().map_or(0.0, |s| s.system),
             children: own.as_ref().map_or(0.0, |s| s.children_cpu),
             server: postmaster.and_then(server_cpu),
+            switches: context_switches(),
         }
     }
 
@@ -47,9 +49,10 @@ impl Cpu {
         let wall = wall.as_secs_f64().max(1e-9);
         let share = |s: f64| format!("{s:.2} s ({:.0}% of a core)", s / wall * 100.0);
         let mut text = format!(
-            "CPU: plexus process {} ({:.2} s in the kernel)",
+            "CPU: plexus process {} ({:.2} s in the kernel, {} context switches)",
             share(self.user - before.user + self.system - before.system),
-            self.system - before.system
+            self.system - before.system,
+            self.switches.saturating_sub(before.switches)
         );
         if !child.is_empty() {
             text.push_str(&format!(", {child} {}", share(self.children - before.children)));
@@ -59,6 +62,30 @@ impl Cpu {
         }
         text
     }
+}
+
+/// Context switches of this process's live threads, voluntary (waiting for work or
+/// I/O) and not: many per record means threads hand work to each other one piece at
+/// a time.
+fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(rest) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += rest.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
 }
 
 fn server_cpu(postmaster: u32) -> Option<f64> {

@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use plexus_connector::{ConnectorError, Position, SourceRecord, TaskMetrics};
 use plexus_log::{AppendOutcome, BatchBuilder, Compression, LatencyHistogram, Partition, ProducerId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::task::log_error;
@@ -75,6 +75,9 @@ pub(super) struct Pipeline {
     builders: Arc<Mutex<Vec<BatchBuilder>>>,
     /// Records submitted and not yet appended.
     unwritten: Arc<AtomicU64>,
+    /// Batches submitted and not yet durable (what the source sees as
+    /// [`plexus_connector::SourceContext::writing`]).
+    writing: Arc<watch::Sender<usize>>,
 }
 
 impl Pipeline {
@@ -83,14 +86,30 @@ impl Pipeline {
         let builders = Arc::new(Mutex::new(Vec::new()));
         let producer = env.producer;
         let unwritten = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(append_loop(rx, env, Arc::clone(&builders), Arc::clone(&unwritten)));
+        let writing = Arc::new(watch::Sender::new(0));
+        let task = tokio::spawn({
+            let (builders, unwritten, writing) = (Arc::clone(&builders), Arc::clone(&unwritten), Arc::clone(&writing));
+            async move {
+                let ended = append_loop(rx, env, builders, unwritten, &writing).await;
+                // Nothing more will be written: a source holding its batch open for the
+                // appender hands it over now (and learns of the failure, if any).
+                writing.send_replace(0);
+                ended
+            }
+        });
         Pipeline {
             tx: Some(tx),
             task: Some(task),
             producer,
             builders,
             unwritten,
+            writing,
         }
+    }
+
+    /// Follows the count of batches submitted and not yet durable.
+    pub(super) fn writing(&self) -> watch::Receiver<usize> {
+        self.writing.subscribe()
     }
 
     /// Records submitted and not yet appended.
@@ -110,6 +129,7 @@ impl Pipeline {
         let builders = Arc::clone(&self.builders);
         let polled = Instant::now();
         self.unwritten.fetch_add(routed.records.len() as u64, Ordering::Relaxed);
+        self.writing.send_modify(|batches| *batches += 1);
         let handle = tokio::task::spawn_blocking(move || {
             let mut builder = builder;
             let sealed = seal(routed, &mut builder, producer, polled);
@@ -232,6 +252,7 @@ async fn append_loop(
     env: AppenderEnv,
     builders: Arc<Mutex<Vec<BatchBuilder>>>,
     unwritten: Arc<AtomicU64>,
+    writing: &Arc<watch::Sender<usize>>,
 ) -> Result<(), ConnectorError> {
     let mut appender = Appender {
         env,
@@ -239,6 +260,7 @@ async fn append_loop(
         marker: BatchBuilder::new(Compression::None),
         written: VecDeque::new(),
         unwritten,
+        writing,
     };
     loop {
         tokio::select! {
@@ -279,16 +301,26 @@ async fn oldest(written: &mut VecDeque<Written>) -> Result<(), ConnectorError> {
     }
 }
 
-struct Appender {
+struct Appender<'a> {
     env: AppenderEnv,
     /// Partitions written since the last flush.
     touched: std::collections::BTreeMap<(Arc<str>, u32), Arc<Partition>>,
     marker: BatchBuilder,
     written: VecDeque<Written>,
     unwritten: Arc<AtomicU64>,
+    writing: &'a Arc<watch::Sender<usize>>,
 }
 
-impl Appender {
+/// The shortest time between two batches of a source that waits for the previous one
+/// to be written: at most 500 batches a second under load; when the load is light,
+/// batches are further apart and no wait is added.
+const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+
+fn done_writing(writing: &watch::Sender<usize>) {
+    writing.send_modify(|batches| *batches = batches.saturating_sub(1));
+}
+
+impl Appender<'_> {
     /// Writes a sealed batch to its partitions; its durability is awaited in the
     /// background (under `fsync = always`), except for internal topics: readers see a
     /// record of an `fsync = always` topic once it is durable, and a schema registered
@@ -358,6 +390,21 @@ impl Appender {
         self.env.metrics.add_records_out(batch.written, batch.written_bytes);
         self.env.batch_latency.observe(batch.polled.elapsed());
         self.unwritten.fetch_sub(batch.polled_records, Ordering::Relaxed);
+        // A source that waits for its previous batch to be written (see
+        // `SourceContext::writing`) waits at least `BATCH_INTERVAL` after handing it
+        // over: with fast fsyncs, a batch per fsync would be small batches at a rate
+        // set by the disk rather than by the load, each costing its fixed share
+        // (an fsync, a marker, wake-ups) of the CPU the source's own system needs.
+        let left = BATCH_INTERVAL.saturating_sub(batch.polled.elapsed());
+        if left.is_zero() {
+            done_writing(self.writing);
+        } else {
+            let writing = Arc::clone(self.writing);
+            tokio::spawn(async move {
+                tokio::time::sleep(left).await;
+                done_writing(&writing);
+            });
+        }
         Ok(())
     }
 
@@ -376,5 +423,69 @@ impl Appender {
             partition.flush().await.map_err(log_error)?;
         }
         self.env.markers.flush().await.map_err(log_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use plexus_connector::SourceRecord;
+    use plexus_log::{FsyncPolicy, Log, LogConfig, TopicConfig};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_counts_as_being_written_until_it_is_durable_and_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(LogConfig::new(dir.path())).await.unwrap();
+        let durable = TopicConfig {
+            fsync: FsyncPolicy::Always,
+            ..TopicConfig::default()
+        };
+        let topic = log.create_topic("numbers", durable).await.unwrap();
+        let partition = Arc::clone(topic.partition(0).unwrap());
+        let markers = crate::positions::partition(&log).await.unwrap();
+        let mut pipeline = Pipeline::start(AppenderEnv {
+            connector: "count".into(),
+            producer: ProducerId::from_name("count"),
+            markers: Arc::clone(&markers),
+            metrics: Arc::default(),
+            batch_latency: Arc::default(),
+        });
+        let mut writing = pipeline.writing();
+        assert_eq!(*writing.borrow(), 0, "nothing submitted yet");
+
+        for round in 0..3u64 {
+            let records: Vec<SourceRecord> = (0..10)
+                .map(|i| SourceRecord::new(1, None, Some(format!("{round}-{i}").into())))
+                .collect();
+            let submitted = Instant::now();
+            pipeline
+                .submit(Routed {
+                    groups: vec![("numbers".into(), Arc::clone(&partition), (0..records.len()).collect())],
+                    records,
+                    position: Position::from_u64(round),
+                })
+                .await
+                .unwrap();
+            assert_eq!(*writing.borrow_and_update(), 1, "round {round}: counted at once");
+
+            writing.wait_for(|batches| *batches == 0).await.unwrap();
+            assert!(
+                submitted.elapsed() >= BATCH_INTERVAL,
+                "round {round}: a batch counts for at least the batch interval"
+            );
+            let end = (round as i64 + 1) * 10;
+            assert_eq!(partition.durable_offset(), end, "round {round}: the batch is durable");
+            assert_eq!(partition.end_offset(), end);
+            let marked = markers.producer_position(ProducerId::from_name("count")).unwrap();
+            assert_eq!(
+                marked.position.as_bytes(),
+                Position::from_u64(round).as_bytes(),
+                "round {round}: its marker is written"
+            );
+        }
+        pipeline.close().await.unwrap();
     }
 }

@@ -40,10 +40,6 @@ pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<Ta
     let resume = crate::positions::resume_position(&markers, &env.connector.name);
     let boundaries = replay_boundaries(&env.log, producer, resume.as_ref());
     tracing::info!(connector = %env.connector.name, resume = ?resume, replay_boundaries = boundaries.len(), "Source starting.");
-    let ctx = SourceContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone())
-        .with_replay_boundaries(boundaries);
-    source.start(&ctx, resume).await?;
-
     let mut pipeline = Pipeline::start(AppenderEnv {
         connector: env.connector.name.clone(),
         producer,
@@ -51,6 +47,14 @@ pub(crate) async fn run(env: &mut TaskEnv, source: &mut dyn Source) -> Result<Ta
         metrics: Arc::clone(&env.metrics),
         batch_latency: Arc::clone(&env.batch_latency),
     });
+    let ctx = SourceContext::new(env.connector.name.clone(), 0, Arc::clone(&env.metrics), env.dlq.clone())
+        .with_replay_boundaries(boundaries)
+        .with_writing(pipeline.writing());
+    if let Err(e) = source.start(&ctx, resume).await {
+        let _ = pipeline.close().await;
+        return Err(e);
+    }
+
     let mut router = Router {
         topics: HashMap::new(),
         sticky: 0,

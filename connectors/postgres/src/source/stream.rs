@@ -202,10 +202,24 @@ impl Streamer {
                     Err(_) => break,
                 }
             } else {
-                // Hand out what we have as soon as the server has nothing more ready:
-                // batches grow with the load, latency stays low when it is light.
+                // Hand out what we have as soon as the server has nothing more ready,
+                // except in two cases. Inside a transaction the rest is on its way
+                // (the server sends a transaction once it is committed), so cutting
+                // it would only make two batches of one. And while the runtime is
+                // still writing the previous batch, this one would only wait behind
+                // it, so it grows until then. Batches grow with the load; latency
+                // stays low when the load is light.
                 match self.wal.try_recv() {
                     Some(message) => Some(message),
+                    None if self.open.is_some() => match tokio::time::timeout(IDLE_WAIT, self.wal.recv()).await {
+                        Ok(message) => message,
+                        Err(_) => break,
+                    },
+                    None if ctx.writing() => tokio::select! {
+                        biased;
+                        () = ctx.written() => break,
+                        message = self.wal.recv() => message,
+                    },
                     None => break,
                 }
             };
