@@ -22,7 +22,7 @@ use crate::source::read_events::{ChunkBuffers, ReadEvents};
 use crate::source::stream::schema_record;
 use crate::source::table::TableInfo;
 use crate::types::PgType;
-use crate::types::binary::reads_binary;
+use crate::types::binary::{key_text_from_binary, reads_binary};
 use crate::types::copy::for_each_field;
 
 /// How often progress is logged.
@@ -539,7 +539,8 @@ enum Format {
     /// Lines of text, each column in its type's text output.
     Text,
     /// [`crate::types::binary`]: the columns [`reads_binary`] in binary and the others
-    /// cast to text, then the key columns as text (where the next query starts).
+    /// cast to text, then the key columns as text (where the next query starts) unless
+    /// their binary values give it ([`appends_key_text`]).
     Binary,
 }
 
@@ -552,7 +553,7 @@ fn copy_sql_where(table: &TableInfo, condition: &str, limit: Option<u64>, format
             _ => quote_identifier(&c.name),
         })
         .collect();
-    if format == Format::Binary {
+    if format == Format::Binary && appends_key_text(table) {
         columns.extend(
             table
                 .key
@@ -593,6 +594,13 @@ fn copy_sql_where(table: &TableInfo, condition: &str, limit: Option<u64>, format
         Format::Binary => ") TO STDOUT (FORMAT binary)",
     });
     sql
+}
+
+/// Whether the snapshot's binary query appends the key columns as text, for the resume
+/// point: unless every key column's text comes from its binary value
+/// ([`key_text_from_binary`]).
+pub(super) fn appends_key_text(table: &TableInfo) -> bool {
+    !table.key.iter().all(|&k| key_text_from_binary(&table.columns[k].ty))
 }
 
 fn key_list(table: &TableInfo) -> String {

@@ -46,6 +46,32 @@ pub fn reads_binary(ty: &PgType) -> bool {
     )
 }
 
+/// Whether a key column of type `ty` gives its text form (as `::text` writes it, and as
+/// the next query's literal takes it) from its binary value, with [`key_text`]. When
+/// every key column does, the snapshot does not ask the server for the key a second time
+/// as text: formatting numbers and uuids costs the server about a fifth of a
+/// snapshot's reading.
+pub fn key_text_from_binary(ty: &PgType) -> bool {
+    matches!(ty, PgType::Int2 | PgType::Int4 | PgType::Int8 | PgType::Uuid)
+}
+
+/// The text form of a key value in binary, for a type [`key_text_from_binary`] accepts.
+pub fn key_text(ty: &PgType, value: &[u8]) -> Result<String, BinaryCopyError> {
+    let wrong = BinaryCopyError("has a key value of the wrong size");
+    Ok(match ty {
+        PgType::Int2 => i16::from_be_bytes(value.try_into().map_err(|_| wrong)?).to_string(),
+        PgType::Int4 => i32::from_be_bytes(value.try_into().map_err(|_| wrong)?).to_string(),
+        PgType::Int8 => i64::from_be_bytes(value.try_into().map_err(|_| wrong)?).to_string(),
+        PgType::Uuid => {
+            let mut quoted = Vec::with_capacity(38);
+            write_uuid(&value.try_into().map_err(|_| wrong)?, &mut quoted);
+            // Hex digits and dashes between the quotes.
+            String::from_utf8_lossy(quoted.get(1..quoted.len() - 1).unwrap_or_default()).into_owned()
+        }
+        _ => return Err(BinaryCopyError("has a key column whose text is read from the server")),
+    })
+}
+
 /// A message of a binary COPY that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("binary COPY data {0}")]
@@ -54,6 +80,8 @@ pub struct BinaryCopyError(&'static str);
 impl BinaryCopyError {
     /// A message that was expected to be a row and is not.
     pub const NOT_A_ROW: BinaryCopyError = BinaryCopyError("is not a row");
+    /// A row whose key column is NULL (a key column is `NOT NULL`).
+    pub const NULL_KEY: BinaryCopyError = BinaryCopyError("has a NULL key column");
 }
 
 /// One message of a binary COPY.
@@ -457,5 +485,35 @@ mod tests {
             let read = for_each_binary_field::<BinaryCopyError>(&tuple[..cut], |_, _| Ok(()));
             assert!(read.is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn key_text_is_what_the_server_writes_as_text() {
+        assert_eq!(key_text(&PgType::Int2, &(-32768i16).to_be_bytes()).unwrap(), "-32768");
+        assert_eq!(key_text(&PgType::Int4, &7i32.to_be_bytes()).unwrap(), "7");
+        assert_eq!(
+            key_text(&PgType::Int8, &i64::MIN.to_be_bytes()).unwrap(),
+            "-9223372036854775808"
+        );
+        let uuid = [
+            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11,
+        ];
+        assert_eq!(
+            key_text(&PgType::Uuid, &uuid).unwrap(),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        );
+        assert!(
+            key_text(&PgType::Int8, &7i32.to_be_bytes()).is_err(),
+            "a wrong size is refused"
+        );
+        assert!(key_text(&PgType::Uuid, &uuid[..15]).is_err());
+        assert!(
+            key_text(&PgType::Text, b"abc").is_err(),
+            "text keys are read from the server"
+        );
+        for ty in [PgType::Int2, PgType::Int4, PgType::Int8, PgType::Uuid] {
+            assert!(key_text_from_binary(&ty));
+        }
+        assert!(!key_text_from_binary(&PgType::Text));
     }
 }
