@@ -174,6 +174,25 @@ impl Date {
 
     /// Appends `YYYY-MM-DD` with the year as ISO-8601 writes it (`0000`, `-0043`, `+12345`).
     pub(super) fn write(&self, out: &mut Vec<u8>) {
+        if (0..=9999).contains(&self.year) {
+            // The usual case in one fixed-size copy (no call per field).
+            let year = self.year as u16;
+            let [month_tens, month_ones] = two(self.month);
+            let [day_tens, day_ones] = two(self.day);
+            out.extend_from_slice(&[
+                b'0' + (year / 1000) as u8,
+                b'0' + (year / 100 % 10) as u8,
+                b'0' + (year / 10 % 10) as u8,
+                b'0' + (year % 10) as u8,
+                b'-',
+                month_tens,
+                month_ones,
+                b'-',
+                day_tens,
+                day_ones,
+            ]);
+            return;
+        }
         if self.year < 0 {
             out.push(b'-');
         } else if self.year > 9999 {
@@ -254,15 +273,46 @@ impl<'a> Time<'a> {
 
     /// Appends `HH:MM:SS` and, if there is one, the fraction as PostgreSQL gave it.
     pub(super) fn write(&self, out: &mut Vec<u8>) {
-        write_padded(out, u64::from(self.hour), 2);
-        out.push(b':');
-        write_padded(out, u64::from(self.minute), 2);
-        out.push(b':');
-        write_padded(out, u64::from(self.second), 2);
-        if !self.fraction.is_empty() {
-            out.push(b'.');
-            out.extend_from_slice(self.fraction);
-        }
+        // `HH:MM:SS.ffffff` in one fixed-size copy, then cut to its length: a call per
+        // field cost more than the formatting.
+        let [hour_tens, hour_ones] = two(self.hour);
+        let [minute_tens, minute_ones] = two(self.minute);
+        let [second_tens, second_ones] = two(self.second);
+        let mut text = [
+            hour_tens,
+            hour_ones,
+            b':',
+            minute_tens,
+            minute_ones,
+            b':',
+            second_tens,
+            second_ones,
+            b'.',
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let len = match self.fraction.len() {
+            0 => 8,
+            digits @ 1..=6 => {
+                for (slot, digit) in text[9..].iter_mut().zip(self.fraction) {
+                    *slot = *digit;
+                }
+                9 + digits
+            }
+            // Longer than `Time::parse` allows: written whole.
+            _ => {
+                out.extend_from_slice(&text[..9]);
+                out.extend_from_slice(self.fraction);
+                return;
+            }
+        };
+        let end = out.len() + len;
+        out.extend_from_slice(&text);
+        out.truncate(end);
     }
 
     fn seconds_of_day(&self) -> i64 {
@@ -363,6 +413,11 @@ fn digits(text: &[u8]) -> Option<u32> {
     text.iter().try_fold(0u32, |value, &b| {
         b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0'))
     })
+}
+
+/// The two decimal digits of `value` (below 100).
+fn two(value: u8) -> [u8; 2] {
+    [b'0' + value / 10 % 10, b'0' + value % 10]
 }
 
 /// Appends `value` in decimal with at least `width` digits, zero-padded.
