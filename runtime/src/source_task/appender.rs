@@ -5,6 +5,11 @@
 //! Order is what exactly once rests on: a batch's appends, then its position marker,
 //! then the next batch's. The appender alone writes, one job at a time, in the order
 //! the jobs were queued; a flush waits for every job queued before it.
+//!
+//! The pipeline also counts the batches submitted and not yet durable, which a source
+//! sees as `SourceContext::writing`: one that can keep adding records already arriving
+//! grows its next batch until the count is back to zero, instead of handing over small
+//! batches that would only queue behind the one being written.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
