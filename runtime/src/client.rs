@@ -83,7 +83,25 @@ pub async fn status(api: &ApiArgs) -> anyhow::Result<ExitCode> {
         println!("{}", worker_line(&worker));
         print!("{}", status_table(&statuses));
     }
-    Ok(ExitCode::SUCCESS)
+    // For scripts and health checks: the table shows which one failed.
+    Ok(if any_failed(&statuses) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Whether a connector, or one of its tasks, is `FAILED`.
+fn any_failed(statuses: &Value) -> bool {
+    statuses.as_object().is_some_and(|map| {
+        map.values().any(|entry| {
+            let status = &entry["status"];
+            status["connector"]["state"] == "FAILED"
+                || status["tasks"]
+                    .as_array()
+                    .is_some_and(|tasks| tasks.iter().any(|t| t["state"] == "FAILED"))
+        })
+    })
 }
 
 /// `plexus connectors ACTION`.
@@ -575,6 +593,20 @@ mod tests {
     }
 
     #[test]
+    fn status_fails_only_when_a_connector_or_a_task_failed() {
+        let entry = |connector: &str, task: &str| json!({"status": {"connector": {"state": connector}, "tasks": [{"id": 0, "state": task}]}});
+        assert!(!any_failed(&json!({})));
+        assert!(!any_failed(
+            &json!({"a": entry("RUNNING", "RUNNING"), "b": entry("PAUSED", "PAUSED")})
+        ));
+        assert!(!any_failed(&json!({"a": entry("FINISHED", "FINISHED")})));
+        assert!(any_failed(
+            &json!({"a": entry("RUNNING", "RUNNING"), "b": entry("FAILED", "FAILED")})
+        ));
+        assert!(any_failed(&json!({"a": entry("RUNNING", "FAILED")})));
+    }
+
+    #[test]
     fn the_status_table_sorts_and_shows_states_restarts_and_errors() {
         let long_error = format!("connection refused by the database: {}", "x".repeat(100));
         let statuses = json!({
@@ -593,6 +625,7 @@ mod tests {
                 "last_error": null,
             }},
         });
+        assert!(any_failed(&statuses), "a failed task makes `plexus status` exit 1");
         let table = status_table(&statuses);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
