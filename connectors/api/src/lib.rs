@@ -60,7 +60,9 @@ pub use record::{Header, Headers, Position, SinkOffsets, SinkRecord, SourceBatch
 pub enum Poll {
     /// Records to append, with the position after them.
     Batch(SourceBatch),
-    /// Nothing new right now; the runtime polls again after a short pause.
+    /// Nothing new right now; the runtime polls again after a short pause (100 ms,
+    /// counting from the call: a poll that itself waited that long for data is
+    /// repeated at once).
     Idle,
     /// A bounded source has emitted everything; the task ends successfully.
     Finished,

@@ -120,6 +120,7 @@ async fn poll_loop(
         {
             return Ok(TaskEnd::Stopped);
         }
+        let asked = Instant::now();
         let poll = tokio::select! {
             poll = source.poll(ctx) => poll?,
             _ = env.stop_requested() => return Ok(TaskEnd::Stopped),
@@ -134,7 +135,7 @@ async fn poll_loop(
             }
             Poll::Idle => {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = tokio::time::sleep(idle_pause(asked.elapsed())) => {}
                     _ = env.stop_requested() => return Ok(TaskEnd::Stopped),
                 }
             }
@@ -148,6 +149,16 @@ async fn poll_loop(
             last_commit = Instant::now();
         }
     }
+}
+
+/// An idle source is polled at most this often.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// The pause after a poll that found nothing and took `waited`: a source that waited
+/// for its data itself (a replication stream, say) is polled again at once, so what
+/// arrives next is not held back by a pause on top of its own wait.
+fn idle_pause(waited: Duration) -> Duration {
+    IDLE_POLL.saturating_sub(waited)
 }
 
 /// The positions after `resume` that some partition holds from `producer`: batches a
@@ -308,6 +319,13 @@ mod tests {
         assert_eq!(topic_for("shop.{table}", None, "gen"), "shop.gen");
         assert_eq!(topic_for("everything", Some("orders"), "gen"), "everything");
         assert_eq!(topic_for("shop.{table}", Some("__schemas"), "gen"), "__schemas");
+    }
+
+    #[test]
+    fn only_a_source_that_did_not_wait_itself_is_paused_when_idle() {
+        assert_eq!(idle_pause(Duration::ZERO), IDLE_POLL);
+        assert_eq!(idle_pause(Duration::from_millis(30)), Duration::from_millis(70));
+        assert_eq!(idle_pause(Duration::from_millis(500)), Duration::ZERO);
     }
 
     #[test]
