@@ -239,6 +239,11 @@ async fn the_worker_describes_itself_and_answers_errors_in_json() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The unread rest of the body ends the connection: the client is told.
+    assert_eq!(
+        response.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error_code"], 413);
 

@@ -217,6 +217,12 @@ impl IntoResponse for ApiError {
         if !self.problems.is_empty() {
             body["problems"] = Json::from(self.problems);
         }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body is left unread, so the connection cannot carry
+            // another request: say so, or a client sends its next one on a connection
+            // about to close (and gets a broken pipe).
+            return (self.status, [(header::CONNECTION, "close")], axum::Json(body)).into_response();
+        }
         (self.status, axum::Json(body)).into_response()
     }
 }
