@@ -95,7 +95,7 @@ impl Pipeline {
         let task = tokio::spawn({
             let (builders, unwritten, writing) = (Arc::clone(&builders), Arc::clone(&unwritten), Arc::clone(&writing));
             async move {
-                let ended = append_loop(rx, env, builders, unwritten, &writing).await;
+                let ended = append_loop(rx, env, builders, unwritten, Arc::clone(&writing)).await;
                 // Nothing more will be written: a source holding its batch open for the
                 // appender hands it over now (and learns of the failure, if any).
                 writing.send_replace(0);
@@ -257,7 +257,7 @@ async fn append_loop(
     env: AppenderEnv,
     builders: Arc<Mutex<Vec<BatchBuilder>>>,
     unwritten: Arc<AtomicU64>,
-    writing: &Arc<watch::Sender<usize>>,
+    writing: Arc<watch::Sender<usize>>,
 ) -> Result<(), ConnectorError> {
     let mut appender = Appender {
         env,
@@ -306,14 +306,14 @@ async fn oldest(written: &mut VecDeque<Written>) -> Result<(), ConnectorError> {
     }
 }
 
-struct Appender<'a> {
+struct Appender {
     env: AppenderEnv,
     /// Partitions written since the last flush.
     touched: std::collections::BTreeMap<(Arc<str>, u32), Arc<Partition>>,
     marker: BatchBuilder,
     written: VecDeque<Written>,
     unwritten: Arc<AtomicU64>,
-    writing: &'a Arc<watch::Sender<usize>>,
+    writing: Arc<watch::Sender<usize>>,
 }
 
 /// The shortest time between two batches of a source that waits for the previous one
@@ -325,7 +325,7 @@ fn done_writing(writing: &watch::Sender<usize>) {
     writing.send_modify(|batches| *batches = batches.saturating_sub(1));
 }
 
-impl Appender<'_> {
+impl Appender {
     /// Writes a sealed batch to its partitions; its durability is awaited in the
     /// background (under `fsync = always`), except for internal topics: readers see a
     /// record of an `fsync = always` topic once it is durable, and a schema registered
@@ -402,9 +402,9 @@ impl Appender<'_> {
         // (an fsync, a marker, wake-ups) of the CPU the source's own system needs.
         let left = BATCH_INTERVAL.saturating_sub(batch.polled.elapsed());
         if left.is_zero() {
-            done_writing(self.writing);
+            done_writing(&self.writing);
         } else {
-            let writing = Arc::clone(self.writing);
+            let writing = Arc::clone(&self.writing);
             tokio::spawn(async move {
                 tokio::time::sleep(left).await;
                 done_writing(&writing);

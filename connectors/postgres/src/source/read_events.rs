@@ -163,7 +163,8 @@ impl ReadEvents {
 
     /// Writes the event of one message of `COPY ... TO STDOUT (FORMAT binary)` from the
     /// snapshot's query ([`crate::source::snapshot`]): the table's columns, each in binary
-    /// or cast to text as [`reads_binary`] says, then the key columns as text. Returns
+    /// or cast to text as [`reads_binary`] says, then the key columns as text if
+    /// [`appends_key_text`]. Returns
     /// whether the message was a row (not the stream's header or trailer).
     pub(super) fn push(&mut self, message: &[u8], now_ms: i64) -> Result<bool, ConnectorError> {
         let tuple = match binary::message(message) {
@@ -268,19 +269,7 @@ impl ReadEvents {
             return Err(self.unreadable(BinaryCopyError::NOT_A_ROW));
         };
         let columns = &self.table.columns;
-        let mut key = Vec::with_capacity(self.table.key.len());
-        if self.appended_keys > 0 {
-            for_each_binary_field(tuple, |index, value| {
-                if index >= columns.len() {
-                    key.push(String::from_utf8_lossy(value.unwrap_or_default()).into_owned());
-                }
-                Ok::<(), BinaryCopyError>(())
-            })
-            .map_err(|e| self.unreadable(e))?;
-            return Ok(key);
-        }
-        // Each key column's text from its binary value.
-        let mut values = vec![None; columns.len()];
+        let mut values = vec![None; columns.len() + self.appended_keys];
         for_each_binary_field(tuple, |index, value| {
             if let Some(slot) = values.get_mut(index) {
                 *slot = value;
@@ -288,15 +277,20 @@ impl ReadEvents {
             Ok::<(), BinaryCopyError>(())
         })
         .map_err(|e| self.unreadable(e))?;
-        for &k in &self.table.key {
-            let value = values
-                .get(k)
-                .copied()
-                .flatten()
-                .ok_or_else(|| self.unreadable(BinaryCopyError::NULL_KEY))?;
-            key.push(binary::key_text(&columns[k].ty, value).map_err(|e| self.unreadable(e))?);
-        }
-        Ok(key)
+        let value = |index: usize| values.get(index).copied().flatten();
+        self.table
+            .key
+            .iter()
+            .enumerate()
+            .map(|(n, &k)| {
+                if self.appended_keys > 0 {
+                    // The server's text, appended after the table's columns.
+                    return Ok(String::from_utf8_lossy(value(columns.len() + n).unwrap_or_default()).into_owned());
+                }
+                let binary = value(k).ok_or_else(|| self.unreadable(BinaryCopyError::NULL_KEY))?;
+                binary::key_text(&columns[k].ty, binary).map_err(|e| self.unreadable(e))
+            })
+            .collect()
     }
 
     /// Notes the key of the last row pushed (from its line): the resume point of the
